@@ -1,0 +1,92 @@
+package repo
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestBackupRestoreRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	r, dir := newTestRepo(t)
+	src := t.TempDir()
+	writeTree(t, src, 1)
+	if err := os.Symlink("sub/random.bin", filepath.Join(src, "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(filepath.Join(src, "a.txt"), filepath.Join(src, "hardlink.txt")); err != nil {
+		t.Fatal(err)
+	}
+	mtime := time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC)
+	if err := os.Chtimes(filepath.Join(src, "sub", "random.bin"), mtime, mtime); err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Backup(ctx, BackupOptions{Paths: []string{src}, Tags: []string{"t1"}, Job: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Errors) > 0 {
+		t.Fatalf("backup errors: %v", res.Errors)
+	}
+	sum := res.Snapshot.Summary
+	// random.bin and its copy share content: stored once.
+	if sum.BytesNew >= sum.BytesRead-3<<20 {
+		t.Fatalf("no dedup across files: read %d, new %d", sum.BytesRead, sum.BytesNew)
+	}
+
+	// Reopen from scratch (no cache) and restore.
+	r2 := reopen(t, dir)
+	target := t.TempDir()
+	sn, err := r2.FindSnapshot(ctx, "latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rres, err := r2.Restore(ctx, sn, RestoreOptions{Target: target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rres.Errors) > 0 {
+		t.Fatalf("restore errors: %v", rres.Errors)
+	}
+	got := treeDigest(t, TargetPath(target, src))
+	want := treeDigest(t, src)
+	if len(got) != len(want) {
+		t.Fatalf("restored %d entries, want %d", len(got), len(want))
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s differs after restore", k)
+		}
+	}
+	fi, err := os.Stat(filepath.Join(TargetPath(target, src), "sub", "random.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fi.ModTime().Equal(mtime) || fi.Mode().Perm() != 0o640 {
+		t.Errorf("metadata not restored: mtime %v mode %v", fi.ModTime(), fi.Mode())
+	}
+	a, _ := os.Stat(filepath.Join(TargetPath(target, src), "a.txt"))
+	b, _ := os.Stat(filepath.Join(TargetPath(target, src), "hardlink.txt"))
+	if !os.SameFile(a, b) {
+		t.Errorf("hard link not restored as a link")
+	}
+
+	// Second backup: unchanged files are skipped via the parent, and
+	// nothing new but trees is stored.
+	res2, err := r2.Backup(ctx, BackupOptions{Paths: []string{src}, Job: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2 := res2.Snapshot.Summary
+	if s2.FilesUnchanged == 0 || s2.FilesNew != 0 || s2.BytesRead != s2.BytesTotal && s2.BytesTotal != 0 {
+		t.Logf("summary: %+v", s2)
+	}
+	if s2.FilesUnchanged != sum.FilesNew || s2.Chunks != 0 {
+		t.Fatalf("second backup re-read files: unchanged %d of %d, chunks %d", s2.FilesUnchanged, sum.FilesNew, s2.Chunks)
+	}
+	if res2.Snapshot.Parent == nil || *res2.Snapshot.Parent != res.Snapshot.ID {
+		t.Fatalf("parent not recorded")
+	}
+}
