@@ -20,6 +20,8 @@ type globals struct {
 	json         bool
 	quiet        bool
 	verbose      bool
+	s3CAFile     string
+	insecureTLS  bool
 
 	stdout io.Writer
 	stderr io.Writer
@@ -34,6 +36,8 @@ func (g *globals) register(root *cobra.Command) {
 	pf.BoolVar(&g.json, "json", false, "print JSON lines: progress, then a summary object")
 	pf.BoolVarP(&g.quiet, "quiet", "q", false, "print only errors and the summary")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "debug logging")
+	pf.StringVar(&g.s3CAFile, "ca-file", "", "PEM file of extra root certificates for a private S3 endpoint")
+	pf.BoolVar(&g.insecureTLS, "insecure-tls", false, "do not verify the S3 endpoint's TLS certificate (warns)")
 	g.stdout = os.Stdout
 	g.stderr = os.Stderr
 	root.PersistentPreRun = func(cmd *cobra.Command, args []string) {

@@ -84,6 +84,7 @@ type archiver struct {
 	nerr     atomic.Int64
 	current  atomic.Value
 	pools    map[uint]*sync.Pool
+	estTotal int64
 	poolMu   sync.Mutex
 	users    map[uint32]string
 	groups   map[uint32]string
@@ -153,7 +154,7 @@ func (r *Repository) Backup(ctx context.Context, opts BackupOptions) (*BackupRes
 		}
 	}
 	if opts.Progress != nil {
-		a.sum.BytesTotal = scanSize(ctx, abs, a)
+		a.estTotal = scanSize(ctx, abs, a)
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		wg.Add(1)
@@ -211,7 +212,7 @@ func (r *Repository) Backup(ctx context.Context, opts BackupOptions) (*BackupRes
 }
 
 func (a *archiver) progress() Progress {
-	return Progress{Files: a.files.Load(), Dirs: a.dirs.Load(), BytesDone: a.done.Load(), BytesTotal: a.sum.BytesTotal,
+	return Progress{Files: a.files.Load(), Dirs: a.dirs.Load(), BytesDone: a.done.Load(), BytesTotal: a.estTotal,
 		Errors: a.nerr.Load(), CurrentFile: a.current.Load().(string)}
 }
 
@@ -448,6 +449,7 @@ func (a *archiver) saveEntry(ctx context.Context, full, name string, parent *Nod
 			a.sum.FilesUnchanged++
 			a.files.Add(1)
 			a.done.Add(int64(n.Size))
+			a.sum.BytesTotal += int64(n.Size)
 			return n, nil
 		}
 		if err := a.saveFile(ctx, full, n); err != nil {
@@ -457,6 +459,7 @@ func (a *archiver) saveEntry(ctx context.Context, full, name string, parent *Nod
 			a.addErr(full, err)
 			return nil, nil
 		}
+		a.sum.BytesTotal += int64(n.Size)
 		if parent != nil {
 			a.sum.FilesChanged++
 		} else {

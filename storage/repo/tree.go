@@ -220,3 +220,31 @@ func readFull(rd interface{ Read([]byte) (int, error) }, b []byte) (int, error) 
 	}
 	return n, nil
 }
+
+// Walk calls fn for every node below tree, depth first in name order, with
+// its absolute path inside the snapshot.
+func (r *Repository) Walk(ctx context.Context, idx *MasterIndex, tree ID, fn func(path string, n *Node) error) error {
+	return r.walk(ctx, idx, tree, "", fn)
+}
+
+func (r *Repository) walk(ctx context.Context, idx *MasterIndex, tree ID, dir string, fn func(string, *Node) error) error {
+	t, err := r.LoadTree(ctx, idx, tree)
+	if err != nil {
+		return err
+	}
+	for _, n := range t.Nodes {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		p := dir + "/" + n.Name
+		if err := fn(p, n); err != nil {
+			return err
+		}
+		if n.Type == NodeDir {
+			if err := r.walk(ctx, idx, *n.Subtree, p, fn); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
