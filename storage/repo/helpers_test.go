@@ -122,3 +122,11 @@ func treeDigest(t testing.TB, dir string) map[string][32]byte {
 	}
 	return out
 }
+
+func mustLocal(t testing.TB, dir string) *local.Store {
+	st, err := local.Open(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
