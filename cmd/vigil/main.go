@@ -9,9 +9,12 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/vigilops/vigil/storage/repo"
 )
 
 // Exit codes are part of the CLI contract (see README).
@@ -49,6 +52,24 @@ func usageErr(format string, args ...any) error {
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if point := os.Getenv("VIGIL_TEST_CRASH_AT"); point != "" {
+		// Crash-safety tests: die like a killed process at a named point.
+		repo.SetCrashHook(func(p string) {
+			if p == point {
+				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			}
+		})
+	}
+	// VIGIL_CPUPROFILE writes a CPU profile, for performance work.
+	if p := os.Getenv("VIGIL_CPUPROFILE"); p != "" {
+		if f, err := os.Create(p); err == nil {
+			_ = pprof.StartCPUProfile(f)
+			code := run(ctx, os.Args[1:])
+			pprof.StopCPUProfile()
+			f.Close()
+			os.Exit(code)
+		}
+	}
 	os.Exit(run(ctx, os.Args[1:]))
 }
 

@@ -211,6 +211,7 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 		return nil, fmt.Errorf("prune: %w", err)
 	}
 	res.PacksWritten = w.Stats().Packs
+	crashHook("prune:repacked")
 	// (2) New index: kept packs plus what the writer stored. The writer has
 	// already saved index objects for its packs.
 	var f IndexFile
@@ -238,17 +239,20 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 	if err := flush(); err != nil {
 		return nil, fmt.Errorf("prune: %w", err)
 	}
+	crashHook("prune:indexed")
 	// (3) Old index objects go; (4) then the packs nobody references.
 	for _, id := range oldIndexes {
 		if err := r.store.Delete(ctx, "index/"+id.String()); err != nil {
 			return nil, fmt.Errorf("prune: %w", err)
 		}
+		crashHook("prune:deleted-index")
 		res.IndexesReplaced++
 	}
 	for _, p := range append(remove, repack...) {
 		if err := r.store.Delete(ctx, packName(p)); err != nil {
 			return nil, fmt.Errorf("prune: %w", err)
 		}
+		crashHook("prune:deleted-pack")
 	}
 	return res, nil
 }

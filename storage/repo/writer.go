@@ -204,6 +204,7 @@ func (w *Writer) uploadPack(p *packBuilder) error {
 	if err := w.r.putRetry(w.ctx, name, data); err != nil {
 		return fmt.Errorf("upload pack %s: %w", p.id.Short(), err)
 	}
+	crashHook("backup:pack-uploaded")
 	// Only now may the pack's blobs become visible through an index.
 	w.idx.addPack(IndexPack{ID: p.id, Blobs: p.entries})
 	w.mu.Lock()
@@ -277,6 +278,7 @@ func (w *Writer) Flush(ctx context.Context) error {
 	f := w.pending
 	w.pending = IndexFile{}
 	w.mu.Unlock()
+	crashHook("backup:before-index")
 	if len(f.Packs) > 0 {
 		if err := w.saveIndex(&f); err != nil {
 			return err
@@ -308,6 +310,7 @@ func (w *Writer) Commit(ctx context.Context, sn *Snapshot) (ID, error) {
 	if !w.idx.Has(BlobHandle{Type: TreeBlob, ID: sn.Tree}) {
 		return ID{}, fmt.Errorf("commit: root tree %s is not stored", sn.Tree.Short())
 	}
+	crashHook("backup:before-snapshot")
 	id := NewRandomID()
 	if err := w.r.saveJSON(ctx, "snapshots/"+id.String(), sn); err != nil {
 		return ID{}, fmt.Errorf("commit: %w", err)

@@ -35,6 +35,10 @@ type faultProxy struct {
 	srv    *httptest.Server
 	done   chan struct{} // closed on shutdown to end stalls
 
+	// slow, when set, makes the proxy move bodies in both directions in
+	// 32 KiB steps with this pause between them: slow but never idle.
+	slow time.Duration
+
 	mu       sync.Mutex
 	requests int
 	faults   map[string]int
@@ -128,6 +132,10 @@ func (f *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	switch mode := f.next(r); mode {
 	case "":
+		if f.slow > 0 {
+			r.Body = io.NopCloser(&slowReader{r: r.Body, pause: f.slow})
+			w = &slowWriter{ResponseWriter: w, pause: f.slow}
+		}
 		f.proxy.ServeHTTP(w, r)
 	case fault500:
 		writeS3Error(w, http.StatusInternalServerError, "InternalError")
@@ -232,3 +240,40 @@ func blackhole(t *testing.T) string {
 	})
 	return "http://" + ln.Addr().String()
 }
+
+const slowStep = 32 << 10
+
+// slowReader hands out at most slowStep bytes per Read, pausing before each.
+type slowReader struct {
+	r     io.Reader
+	pause time.Duration
+}
+
+func (s *slowReader) Read(p []byte) (int, error) {
+	time.Sleep(s.pause)
+	return s.r.Read(p[:min(len(p), slowStep)])
+}
+
+// slowWriter sends at most slowStep bytes at a time, flushing each and
+// pausing between them.
+type slowWriter struct {
+	http.ResponseWriter
+	pause time.Duration
+}
+
+func (s *slowWriter) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		n, err := s.ResponseWriter.Write(p[:min(len(p), slowStep)])
+		written += n
+		if err != nil {
+			return written, err
+		}
+		s.ResponseWriter.(http.Flusher).Flush()
+		p = p[n:]
+		time.Sleep(s.pause)
+	}
+	return written, nil
+}
+
+func (s *slowWriter) Flush() { s.ResponseWriter.(http.Flusher).Flush() }

@@ -52,8 +52,8 @@ const (
 	DefaultMaxAttempts           = 8
 	DefaultMaxBackoff            = 10 * time.Second
 	DefaultDialTimeout           = 10 * time.Second
-	DefaultResponseHeaderTimeout = 60 * time.Second
-	DefaultIdleTimeout           = 60 * time.Second
+	DefaultResponseHeaderTimeout = 30 * time.Second
+	DefaultIdleTimeout           = 30 * time.Second
 )
 
 // minPartSize is S3's smallest allowed part (all but the last).

@@ -121,7 +121,7 @@ func newBucket(t *testing.T, srv testServer) string {
 	return bucket
 }
 
-func removeBucket(t *testing.T, s *Store) {
+func removeBucket(t testing.TB, s *Store) {
 	ctx := context.Background()
 	uploads, err := s.client.ListMultipartUploads(ctx, &awss3.ListMultipartUploadsInput{Bucket: aws.String(s.loc.Bucket)})
 	if err == nil {
@@ -446,6 +446,59 @@ func TestFaultInjection(t *testing.T) {
 	})
 }
 
+// TestSlowTransfersAreNotCut moves 1 MiB each way through a proxy that
+// trickles bodies (32 KiB every 100 ms, about 3 s per transfer) with an idle
+// timeout of 500 ms: a transfer that is slow but moving must not time out.
+// The upload half fails if writes do not push the idle deadline out, because
+// the transport's read for the response waits through the whole upload.
+func TestSlowTransfersAreNotCut(t *testing.T) {
+	forEachServer(t, func(t *testing.T, srv testServer) {
+		ctx := context.Background()
+		bucket := newBucket(t, srv)
+		p := newFaultProxy(t, srv.endpoint, 0)
+		p.slow = 100 * time.Millisecond
+		opts := srv.options()
+		opts.IdleTimeout = 500 * time.Millisecond
+		opts.MaxAttempts = 1 // a cut transfer must show, not be retried away
+		s := openStore(t, Location{Endpoint: p.URL(), Bucket: bucket}, opts)
+		data := randomBytes(t, 1<<20)
+		if err := s.Put(ctx, "data/slow", bytes.NewReader(data)); err != nil {
+			t.Fatalf("slow upload: %v", err)
+		}
+		got, err := blob.ReadAll(ctx, s, "data/slow")
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("slow download: %d bytes, %v", len(got), err)
+		}
+	})
+}
+
+func TestRetryerPolicy(t *testing.T) {
+	r := newRetryer(Options{MaxAttempts: 5, MaxBackoff: time.Second}.withDefaults(), slog.New(slog.DiscardHandler))
+	if r.MaxAttempts() != 5 {
+		t.Fatalf("max attempts %d", r.MaxAttempts())
+	}
+	retry := []error{
+		fmt.Errorf("read body: %w", io.ErrUnexpectedEOF),
+		&net.OpError{Op: "read", Net: "tcp", Err: errors.New("connection reset by peer")},
+		&net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")},
+	}
+	for _, err := range retry {
+		if !r.IsErrorRetryable(err) {
+			t.Errorf("%v not retried", err)
+		}
+	}
+	if r.IsErrorRetryable(errors.New("some logic error")) {
+		t.Error("an unknown error is retried")
+	}
+	// The retry quota is off: many failures in a row still get retry tokens.
+	rv2 := r.(aws.RetryerV2)
+	for i := range 1000 {
+		if _, err := rv2.GetRetryToken(context.Background(), io.ErrUnexpectedEOF); err != nil {
+			t.Fatalf("retry token %d refused: %v", i, err)
+		}
+	}
+}
+
 // parallel runs fn for every object with 8 workers and fails on any error.
 func parallel(t *testing.T, objects map[string][]byte, fn func(string, []byte) error) {
 	t.Helper()
@@ -667,4 +720,121 @@ func TestTLS(t *testing.T) {
 			t.Fatalf("insecure TLS logged no warning: %q", logs.String())
 		}
 	})
+}
+
+func TestReadPastEnd(t *testing.T) {
+	forEachServer(t, func(t *testing.T, srv testServer) {
+		ctx := context.Background()
+		s := openStore(t, Location{Endpoint: srv.endpoint, Bucket: newBucket(t, srv)}, srv.options())
+		if err := s.Put(ctx, "data/ten", bytes.NewReader([]byte("0123456789"))); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Put(ctx, "data/empty", bytes.NewReader(nil)); err != nil {
+			t.Fatal(err)
+		}
+		cases := []struct {
+			name     string
+			off, n   int64
+			want     string
+			notFound bool
+		}{
+			{"data/ten", 8, 10, "89", false},
+			{"data/ten", 10, 0, "", false},
+			{"data/ten", 50, 5, "", false},
+			{"data/empty", 0, 10, "", false},
+			{"data/empty", 3, 0, "", false},
+			{"data/none", 50, 5, "", true},
+		}
+		for _, c := range cases {
+			rc, err := s.Get(ctx, c.name, c.off, c.n)
+			if c.notFound {
+				if !errors.Is(err, blob.ErrNotFound) {
+					t.Fatalf("get %s past the end: %v, want ErrNotFound", c.name, err)
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatalf("get %s %d+%d: %v", c.name, c.off, c.n, err)
+			}
+			got, err := io.ReadAll(rc)
+			rc.Close()
+			if err != nil || string(got) != c.want {
+				t.Fatalf("get %s %d+%d = %q, %v; want %q", c.name, c.off, c.n, got, err, c.want)
+			}
+		}
+	})
+}
+
+// TestCredentialsFromEnvironment goes through the SDK's default chain, as
+// production does, and checks that the hint names that source and never
+// the secret.
+func TestCredentialsFromEnvironment(t *testing.T) {
+	forEachServer(t, func(t *testing.T, srv testServer) {
+		ctx := context.Background()
+		bucket := newBucket(t, srv)
+		isolateAWSConfig(t)
+		t.Setenv("AWS_ACCESS_KEY_ID", srv.accessKey)
+		t.Setenv("AWS_SECRET_ACCESS_KEY", srv.secretKey)
+		opts := srv.options()
+		opts.Credentials = nil
+		good := openStore(t, Location{Endpoint: srv.endpoint, Bucket: bucket}, opts)
+		if err := good.Put(ctx, "config", bytes.NewReader([]byte("c"))); err != nil {
+			t.Fatalf("put with credentials from the environment: %v", err)
+		}
+
+		wrong := "wrong-" + randomHex(t, 10)
+		t.Setenv("AWS_SECRET_ACCESS_KEY", wrong)
+		bad := openStore(t, Location{Endpoint: srv.endpoint, Bucket: bucket}, opts)
+		_, err := bad.Get(ctx, "config", 0, 0)
+		checkPermanentHint(t, err, bucket, srv.endpoint, "EnvConfigCredentials")
+		if strings.Contains(err.Error(), wrong) || strings.Contains(err.Error(), srv.secretKey) {
+			t.Fatalf("error shows a secret: %v", err)
+		}
+	})
+}
+
+// BenchmarkPutGet measures one store's throughput for pack-sized objects
+// against each server on loopback (go test -bench . -run ^$).
+func BenchmarkPutGet(b *testing.B) {
+	for _, name := range serverNames {
+		env := func(k string) string { return os.Getenv("VIGIL_TEST_" + name + "_" + k) }
+		if env("ENDPOINT") == "" {
+			continue
+		}
+		srv := testServer{name: name, endpoint: env("ENDPOINT"), accessKey: env("ACCESS_KEY"), secretKey: env("SECRET_KEY")}
+		b.Run(strings.ToLower(name), func(b *testing.B) {
+			ctx := context.Background()
+			bucket := "vigil-bench-" + strings.ToLower(name)
+			s, err := Open(ctx, Location{Endpoint: srv.endpoint, Bucket: bucket}, Options{Credentials: srv.creds()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			if _, err := s.EnsureBucket(ctx); err != nil {
+				b.Fatal(err)
+			}
+			defer removeBucket(b, s)
+			data := make([]byte, 16<<20)
+			_, _ = rand.Read(data)
+			b.SetBytes(2 * int64(len(data)))
+			b.RunParallel(func(pb *testing.PB) {
+				var i atomic.Int64
+				for pb.Next() {
+					name := fmt.Sprintf("data/bench-%p-%d", &i, i.Add(1))
+					if err := s.Put(ctx, name, bytes.NewReader(data)); err != nil {
+						b.Error(err)
+						return
+					}
+					rc, err := s.Get(ctx, name, 0, 0)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, rc)
+					rc.Close()
+					_ = s.Delete(ctx, name)
+				}
+			})
+		})
+	}
 }
