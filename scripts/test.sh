@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The test command (README: "Run the tests"). CI runs it from .ci/run after
+# starting the S3 test servers; run it yourself the same way:
+#
+#   bash .ci/run            # installs what the tests need, starts servers, runs this
+#   bash scripts/test.sh    # just the tests; S3 tests skip unless CI=true or endpoints are set
+#
+# It vets the code, runs every test once, then each Go fuzz target briefly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FUZZTIME=${VIGIL_FUZZTIME:-10s}
+
+echo "== go vet"
+go vet ./...
+
+echo "== go test"
+go test -count=1 -timeout 40m ./...
+
+echo "== fuzz ($FUZZTIME each)"
+# Every func FuzzXxx in a _test.go file, run in its own package.
+grep -rl --include='*_test.go' '^func Fuzz' . | while read -r f; do
+	pkg=./$(dirname "${f#./}")
+	grep -o '^func Fuzz[A-Za-z0-9_]*' "$f" | sed 's/^func //' | while read -r fn; do
+		echo "-- $pkg $fn"
+		go test -run='^$' -fuzz="^${fn}\$" -fuzztime="$FUZZTIME" "$pkg"
+	done
+done
+echo "== all tests passed"
