@@ -128,18 +128,19 @@ start_server() {
 		done
 		log "$name did not come up on port $PORT (attempt $attempt); log:"
 		tail -n 20 "$logf" >&2 || true
-		stop_pid "$PID" "$name"
+		stop_pid "$PID" "$name" || true
 	done
 	return 1
 }
 
 # stop_pid PID NAME: TERM, wait, then KILL; only if PID still runs our binary,
 # so a stale pid file never kills an unrelated process that reused the pid.
+# Returns 1 when there was nothing to stop.
 stop_pid() {
 	local pid=$1 name=$2
-	[[ -r /proc/$pid/cmdline ]] || return 0
-	tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$name" || return 0
-	kill "$pid" 2>/dev/null || return 0
+	[[ -r /proc/$pid/cmdline ]] || return 1
+	tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$name" || return 1
+	kill "$pid" 2>/dev/null || return 1
 	for _ in $(seq 1 50); do
 		kill -0 "$pid" 2>/dev/null || return 0
 		sleep 0.1
@@ -151,14 +152,22 @@ stop_pid() {
 random_secret() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 
 start() {
-	local envfile=$1
+	local envfile=$1 old
+	if [[ -r $envfile ]]; then
+		old=$(sed -n 's/^export VIGIL_S3_SERVERS_STATE=//p' "$envfile")
+		# Overwriting it would orphan the running servers.
+		[[ -n $old && -d $old ]] && die "$envfile belongs to servers still running; run: $0 stop $envfile"
+	fi
 	build
 	STATE=$(mktemp -d "${TMPDIR:-/tmp}/vigil-s3-XXXXXX")
 	mkdir -p "$STATE/minio-data" "$STATE/versitygw-data"
 	# Fresh credentials every run: nothing to leak, nothing to reuse by accident.
-	MINIO_KEY=vigil$(random_secret | head -c 8)
+	local r
+	r=$(random_secret)
+	MINIO_KEY=vigil${r:0:8}
 	MINIO_SECRET=$(random_secret)
-	VGW_KEY=vigil$(random_secret | head -c 8)
+	r=$(random_secret)
+	VGW_KEY=vigil${r:0:8}
 	VGW_SECRET=$(random_secret)
 	# Written first so that `stop ENVFILE` can clean up even after a failed start.
 	write_env "$envfile" ""
@@ -211,13 +220,18 @@ stop() {
 	*/vigil-s3-*) ;;
 	*) die "$envfile names no server state folder" ;;
 	esac
-	local name pid
+	local name pid stoppers=()
+	# Both at once: each takes a second or two to shut down cleanly.
 	for name in minio versitygw; do
 		if [[ -r $state/$name.pid ]]; then
 			pid=$(<"$state/$name.pid")
-			stop_pid "$pid" "$name"
-			log "stopped $name"
+			(if stop_pid "$pid" "$name"; then log "stopped $name"; fi) &
+			stoppers+=($!)
 		fi
+	done
+	# Wait for the stoppers only: from start, the servers are children too.
+	for pid in "${stoppers[@]}"; do
+		wait "$pid" || true
 	done
 	rm -rf "$state"
 	rm -f "$envfile"

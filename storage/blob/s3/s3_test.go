@@ -446,8 +446,8 @@ func TestFaultInjection(t *testing.T) {
 	})
 }
 
-// TestSlowTransfersAreNotCut moves 1 MiB each way through a proxy that
-// trickles bodies (32 KiB every 100 ms, about 3 s per transfer) with an idle
+// TestSlowTransfersAreNotCut moves 768 KiB each way through a proxy that
+// trickles bodies (32 KiB every 100 ms, about 2.4 s per transfer) with an idle
 // timeout of 500 ms: a transfer that is slow but moving must not time out.
 // The upload half fails if writes do not push the idle deadline out, because
 // the transport's read for the response waits through the whole upload.
@@ -461,7 +461,7 @@ func TestSlowTransfersAreNotCut(t *testing.T) {
 		opts.IdleTimeout = 500 * time.Millisecond
 		opts.MaxAttempts = 1 // a cut transfer must show, not be retried away
 		s := openStore(t, Location{Endpoint: p.URL(), Bucket: bucket}, opts)
-		data := randomBytes(t, 1<<20)
+		data := randomBytes(t, 768<<10)
 		if err := s.Put(ctx, "data/slow", bytes.NewReader(data)); err != nil {
 			t.Fatalf("slow upload: %v", err)
 		}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 )
 
@@ -46,6 +47,9 @@ func configureTransport(o Options, log *slog.Logger) (func(*http.Transport), err
 			if err != nil {
 				return nil, err
 			}
+			if idle <= 0 {
+				return c, nil
+			}
 			return &idleConn{Conn: c, idle: idle}, nil
 		}
 		tr.TLSClientConfig = &tls.Config{
@@ -74,27 +78,67 @@ func configureTransport(o Options, log *slog.Logger) (func(*http.Transport), err
 	}, nil
 }
 
-// idleConn drops a connection on which no byte moved in either direction for
-// idle. net/http has no such timeout: a server that stalls mid-body would
-// otherwise hang a transfer forever. Any Write also pushes the read deadline
-// out, because while a large upload is being sent the transport is blocked
-// reading for the response, and that read must not time out while the
-// upload still makes progress.
+// idleConn adds what net/http lacks: a timeout for a transfer that stalls
+// after it started. ResponseHeaderTimeout covers the wait for an answer;
+// after that, a server that goes silent mid-body would hang a restore
+// forever.
+//
+//   - Once a response has begun (a read returned bytes), every read must
+//     return within idle.
+//   - Every write must complete within idle (a server that stops taking an
+//     upload).
+//   - A write (the next request) disarms the read timeout again: until the
+//     answer begins, the wait is ResponseHeaderTimeout's. Timing that wait
+//     here would cut slow uploads, because the last bytes written sit in
+//     the kernel's send buffer, invisible to us, for as long as the link
+//     needs to drain it.
+//
+// An idle pooled connection keeps its read timeout armed, so it is closed
+// after idle, which is harmless.
 type idleConn struct {
 	net.Conn
 	idle time.Duration
+
+	mu        sync.Mutex // orders deadline changes between the read and write goroutines
+	receiving bool       // a response has begun since the last write
 }
 
 func (c *idleConn) Read(b []byte) (int, error) {
-	if c.idle > 0 {
+	c.mu.Lock()
+	if c.receiving {
 		_ = c.Conn.SetReadDeadline(time.Now().Add(c.idle))
 	}
-	return c.Conn.Read(b)
+	c.mu.Unlock()
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.mu.Lock()
+		c.receiving = true
+		c.mu.Unlock()
+	}
+	return n, err
 }
 
 func (c *idleConn) Write(b []byte) (int, error) {
-	if c.idle > 0 {
-		_ = c.Conn.SetDeadline(time.Now().Add(c.idle))
+	c.mu.Lock()
+	if c.receiving {
+		c.receiving = false
+		_ = c.Conn.SetReadDeadline(time.Time{})
 	}
-	return c.Conn.Write(b)
+	c.mu.Unlock()
+	// In steps, each with its own deadline: a body's WriteTo may hand over
+	// many MiB in one call, which a slow link needs longer than idle for.
+	written := 0
+	for written < len(b) {
+		end := min(len(b), written+writeStep)
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.idle))
+		n, err := c.Conn.Write(b[written:end])
+		written += n
+		if err != nil {
+			return written, err
+		}
+	}
+	return written, nil
 }
+
+// writeStep is the most written under one deadline.
+const writeStep = 256 << 10
