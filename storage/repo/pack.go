@@ -112,8 +112,10 @@ type packBuilder struct {
 	entries []PackedBlob
 }
 
-func newPackBuilder(t BlobType, sizeHint int) *packBuilder {
-	return &packBuilder{id: NewRandomID(), typ: t, buf: make([]byte, 0, sizeHint+sizeHint/8)}
+// newPackBuilder starts a pack; the caller may swap in a reused buffer.
+// Tree packs are often tiny, so they start small and grow.
+func newPackBuilder(t BlobType) *packBuilder {
+	return &packBuilder{id: NewRandomID(), typ: t, buf: make([]byte, 0, 256<<10)}
 }
 
 func (p *packBuilder) add(e PackedBlob, sealed []byte) {

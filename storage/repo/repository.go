@@ -88,7 +88,8 @@ func (o Options) fill() Options {
 		o.KDF = DefaultKDF
 	}
 	if o.Connections <= 0 {
-		o.Connections = 4
+		// Each connection may hold a pack in memory; remote stores set more.
+		o.Connections = 2
 	}
 	return o
 }

@@ -90,3 +90,35 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 		t.Fatalf("parent not recorded")
 	}
 }
+
+func TestSegmentedChunkingIsDeterministic(t *testing.T) {
+	old := segmentSize
+	segmentSize = 1 << 20 // files of 2 MiB and more are split
+	defer func() { segmentSize = old }()
+	ctx := context.Background()
+	r, _ := newTestRepo(t)
+	src := t.TempDir()
+	writeTree(t, src, 5)
+	res, err := r.Backup(ctx, BackupOptions{Paths: []string{src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Without the parent every file is read again, and chunks identically.
+	res2, err := r.Backup(ctx, BackupOptions{Paths: []string{src}, Parent: "none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := res2.Snapshot.Summary; s.Chunks != res.Snapshot.Summary.Chunks || s.BlobsNew != 0 {
+		t.Fatalf("re-reading the same files stored %d new blobs (chunks %d vs %d)", s.BlobsNew, s.Chunks, res.Snapshot.Summary.Chunks)
+	}
+	target := t.TempDir()
+	if _, err := r.Restore(ctx, res2.Snapshot, RestoreOptions{Target: target}); err != nil {
+		t.Fatal(err)
+	}
+	got, want := treeDigest(t, TargetPath(target, src)), treeDigest(t, src)
+	for k, v := range want {
+		if got[k] != v {
+			t.Fatalf("%s differs", k)
+		}
+	}
+}
