@@ -197,7 +197,14 @@ func (w *Writer) sealWorker() {
 
 func (w *Writer) addToPack(e PackedBlob, sealed []byte) {
 	w.mu.Lock()
+	var full *packBuilder
 	p := w.open[e.Type]
+	// A blob that would overflow the pack closes it first, so a data pack
+	// buffer never grows past its target size (plus header) and is reusable.
+	if p != nil && len(p.entries) > 0 && len(p.buf)+len(sealed) > w.r.pack {
+		full = p
+		p = nil
+	}
 	if p == nil {
 		p = newPackBuilder(e.Type)
 		if e.Type == DataBlob {
@@ -205,18 +212,13 @@ func (w *Writer) addToPack(e PackedBlob, sealed []byte) {
 			case b := <-w.free:
 				p.buf = b
 			default:
-				p.buf = make([]byte, 0, w.r.pack+5<<20)
+				p.buf = make([]byte, 0, w.r.pack+packHeaderRoom)
 			}
 		}
 		w.open[e.Type] = p
 	}
 	p.add(e, sealed)
 	w.stats.BytesStored += int64(len(sealed))
-	var full *packBuilder
-	if len(p.buf) >= w.r.pack {
-		full = p
-		delete(w.open, e.Type)
-	}
 	w.mu.Unlock()
 	if full != nil {
 		select {
@@ -225,6 +227,9 @@ func (w *Writer) addToPack(e PackedBlob, sealed []byte) {
 		}
 	}
 }
+
+// packHeaderRoom is spare capacity for the header of a full pack.
+const packHeaderRoom = 256 << 10
 
 func (w *Writer) uploadWorker() {
 	defer w.uploader.Done()
