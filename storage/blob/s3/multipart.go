@@ -25,11 +25,7 @@ const abortTimeout = 30 * time.Second
 // parts already sent are aborted (a bucket lifecycle rule that aborts
 // incomplete uploads catches the rest, for example after a crash).
 func (s *Store) putMultipart(ctx context.Context, key, name string, p blob.Payload, size int64) (err error) {
-	partSize := s.opts.PartSize
-	if n := (size + partSize - 1) / partSize; n > maxParts {
-		// Round up to a whole MiB to stay within S3's part limit.
-		partSize = ((size+maxParts-1)/maxParts + 1<<20 - 1) &^ (1<<20 - 1)
-	}
+	partSize := partSizeFor(size, s.opts.PartSize)
 	nparts := int((size + partSize - 1) / partSize)
 
 	if err := s.acquire(ctx); err != nil {
@@ -184,4 +180,14 @@ func (s *Store) abort(ctx context.Context, key, name string, uploadID *string) {
 		s.log.Warn("s3: could not abort multipart upload; its parts stay billed until a lifecycle rule removes them",
 			"object", name, "bucket", s.loc.Bucket, "err", err)
 	}
+}
+
+// partSizeFor returns want, or for objects that would need more than S3's
+// 10,000 parts, the smallest whole number of MiB that fits them in.
+func partSizeFor(size, want int64) int64 {
+	if (size+want-1)/want <= maxParts {
+		return want
+	}
+	const mib = 1 << 20
+	return ((size+maxParts-1)/maxParts + mib - 1) / mib * mib
 }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
 	"github.com/vigilops/vigil/storage/blob"
@@ -144,6 +146,49 @@ func TestInvalidNames(t *testing.T) {
 	for _, name := range []string{"", "/abs", "dir/", "a//b", "a/../b", "./a"} {
 		if err := s.Put(context.Background(), name, strings.NewReader("")); err == nil || errors.Is(err, blob.ErrNotFound) {
 			t.Errorf("put %q: %v, want an invalid-name error", name, err)
+		}
+	}
+}
+
+// expiringProvider hands out credentials that expire at once, then fails:
+// an SSO session or assumed role that can no longer be refreshed.
+type expiringProvider struct{ calls *int }
+
+func (p expiringProvider) Retrieve(context.Context) (aws.Credentials, error) {
+	*p.calls++
+	if *p.calls > 1 {
+		return aws.Credentials{}, errors.New("token has expired and refresh failed")
+	}
+	return aws.Credentials{AccessKeyID: "AKIDEXAMPLE", SecretAccessKey: "s", Source: "SSOProvider",
+		CanExpire: true, Expires: time.Now().Add(-time.Second)}, nil
+}
+
+func TestCredentialRefreshFailureIsPermanent(t *testing.T) {
+	var calls int
+	s, err := Open(context.Background(), Location{Endpoint: "http://127.0.0.1:9", Bucket: "bucket"},
+		Options{Credentials: expiringProvider{&calls}, MaxAttempts: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_, err = s.Stat(context.Background(), "config")
+	if !blob.IsPermanent(err) || errors.Is(err, blob.ErrNotFound) || !strings.Contains(err.Error(), "SSOProvider") {
+		t.Fatalf("stat with credentials that cannot be refreshed: %v, want a permanent error naming the source", err)
+	}
+	if calls != 2 {
+		t.Fatalf("credentials retrieved %d times, want 2 (no retries of a permanent failure)", calls)
+	}
+}
+
+func TestPartSizeFor(t *testing.T) {
+	for _, size := range []int64{1, 16 << 20, 100 << 30, 156<<30 + 1, 1 << 40, 5 << 40} {
+		ps := partSizeFor(size, DefaultPartSize)
+		parts := (size + ps - 1) / ps
+		if parts > maxParts || ps < DefaultPartSize || ps%(1<<20) != 0 {
+			t.Errorf("size %d: part size %d gives %d parts", size, ps, parts)
+		}
+		if size <= DefaultPartSize*maxParts && ps != DefaultPartSize {
+			t.Errorf("size %d: part size raised to %d without need", size, ps)
 		}
 	}
 }
