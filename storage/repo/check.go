@@ -262,7 +262,10 @@ func (c *checker) readPack(ctx context.Context, p ID, size int64, indexed []Pack
 		c.packDamaged(p, indexed, fmt.Sprintf("pack %s: %v", p.Short(), err))
 		return 0, nil
 	}
-	data, err := io.ReadAll(rc)
+	bp := packBufs.Get().(*[]byte)
+	defer packBufs.Put(bp)
+	data, err := readAllInto(rc, (*bp)[:0], size)
+	*bp = data
 	rc.Close()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -288,20 +291,15 @@ func (c *checker) readPack(ctx context.Context, p ID, size int64, indexed []Pack
 			}
 		}
 	}
-	var buf []byte
+	var s scratch
 	for _, e := range indexed {
 		if int64(e.Offset)+int64(e.Length) > n {
 			c.markDamaged(e)
 			continue
 		}
-		out, err := c.r.openBlob(e, data[e.Offset:e.Offset+e.Length], buf)
-		if err != nil {
+		if _, err := c.r.openBlob(e, data[e.Offset:e.Offset+e.Length], &s); err != nil {
 			problems = append(problems, fmt.Sprintf("pack %s: %v", p.Short(), err))
 			c.markDamaged(e)
-			continue
-		}
-		if !e.Compressed {
-			buf = out[:0]
 		}
 	}
 	if len(problems) > 0 {
@@ -364,4 +362,28 @@ func parseSubset(s string) (func(ID) bool, error) {
 		}
 	}
 	return nil, fmt.Errorf("check: --read-data-subset %q: want N%% or N/M with 1 <= N <= M", s)
+}
+
+// packBufs recycles whole-pack buffers between reads.
+var packBufs = sync.Pool{New: func() any { b := make([]byte, 0, 17<<20); return &b }}
+
+// readAllInto reads rd to the end into buf, sized for the expected length
+// so that a whole pack is read without repeated growth.
+func readAllInto(rd io.Reader, buf []byte, expect int64) ([]byte, error) {
+	if int64(cap(buf)) < expect+1 {
+		buf = make([]byte, 0, expect+1)
+	}
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := rd.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
 }

@@ -153,18 +153,33 @@ func parsePack(k *MasterKey, id ID, pack []byte) ([]PackedBlob, error) {
 	return entries, nil
 }
 
+// scratch holds reusable buffers for opening blobs; readers of many blobs
+// keep one per goroutine so that verification allocates nothing per blob.
+type scratch struct {
+	plain, out []byte
+}
+
 // openBlob authenticates, decrypts and decompresses one stored blob and
-// checks that its plaintext hashes to the expected ID.
-func (r *Repository) openBlob(e PackedBlob, sealed []byte, dst []byte) ([]byte, error) {
-	plain, err := r.key.Open(dst[:0], sealed, blobAAD(e.Type, e.ID))
+// checks that its plaintext hashes to the expected ID. With a scratch the
+// result lives in its buffers and is valid until the next call.
+func (r *Repository) openBlob(e PackedBlob, sealed []byte, s *scratch) ([]byte, error) {
+	if s == nil {
+		s = &scratch{}
+	}
+	plain, err := r.key.Open(s.plain[:0], sealed, blobAAD(e.Type, e.ID))
 	if err != nil {
 		return nil, fmt.Errorf("%s blob %s: %w", e.Type, e.ID.Short(), err)
 	}
+	s.plain = plain
 	if e.Compressed {
-		out, err := zDec.DecodeAll(plain, make([]byte, 0, e.RawLength))
+		if cap(s.out) < int(e.RawLength) {
+			s.out = make([]byte, 0, e.RawLength)
+		}
+		out, err := zDec.DecodeAll(plain, s.out[:0])
 		if err != nil {
 			return nil, fmt.Errorf("%s blob %s: decompress: %w", e.Type, e.ID.Short(), err)
 		}
+		s.out = out
 		plain = out
 	}
 	if uint32(len(plain)) != e.RawLength {

@@ -456,7 +456,12 @@ func (rs *restorer) readRun(ctx context.Context, run *packRun) error {
 		failAll(fmt.Errorf("read pack %s: %w", run.pack.Short(), err))
 		return nil
 	}
-	buf := make([]byte, run.end-run.start)
+	bp := packBufs.Get().(*[]byte)
+	defer packBufs.Put(bp)
+	if cap(*bp) < int(run.end-run.start) {
+		*bp = make([]byte, run.end-run.start)
+	}
+	buf := (*bp)[:run.end-run.start]
 	_, err = io.ReadFull(rc, buf)
 	rc.Close()
 	if err != nil {
@@ -466,20 +471,17 @@ func (rs *restorer) readRun(ctx context.Context, run *packRun) error {
 		failAll(fmt.Errorf("read pack %s: %w", run.pack.Short(), err))
 		return nil
 	}
-	var plain []byte
+	var s scratch
 	for _, b := range run.blobs {
 		e := b.entry
 		sealed := buf[e.Offset-run.start : e.Offset-run.start+e.Length]
-		out, err := rs.r.openBlob(e, sealed, plain)
+		out, err := rs.r.openBlob(e, sealed, &s)
 		if err != nil {
 			err = fmt.Errorf("pack %s: %w", run.pack.Short(), err)
 			for _, t := range b.targets {
 				t.file.fail(err)
 			}
 			continue
-		}
-		if !e.Compressed {
-			plain = out[:0]
 		}
 		for _, t := range b.targets {
 			if t.file.isFailed() {

@@ -195,7 +195,7 @@ func (r *Repository) LoadBlob(ctx context.Context, idx *MasterIndex, h BlobHandl
 	if _, err := readFull(rc, sealed); err != nil {
 		return nil, fmt.Errorf("read pack %s: %w", pack.Short(), err)
 	}
-	return r.openBlob(e, sealed, buf)
+	return r.openBlob(e, sealed, nil)
 }
 
 func readObject(ctx context.Context, r *Repository, name string) ([]byte, error) {
