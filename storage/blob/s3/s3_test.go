@@ -26,49 +26,26 @@ import (
 
 	"github.com/vigilops/vigil/storage/blob"
 	"github.com/vigilops/vigil/storage/blob/blobtest"
+	"github.com/vigilops/vigil/storage/blob/s3/s3test"
 )
 
-// The integration tests run against real servers, started by
-// `scripts/s3-servers.sh start ENVFILE` and found through these variables:
-//
-//	VIGIL_TEST_MINIO_ENDPOINT, VIGIL_TEST_MINIO_ACCESS_KEY, VIGIL_TEST_MINIO_SECRET_KEY
-//	VIGIL_TEST_VERSITYGW_ENDPOINT, VIGIL_TEST_VERSITYGW_ACCESS_KEY, VIGIL_TEST_VERSITYGW_SECRET_KEY
-//
-// A server whose endpoint is missing is skipped, except under CI=true, where
-// that is a failure: CI must never pass by testing nothing.
+// The integration tests run against the real servers that
+// `scripts/s3-servers.sh start ENVFILE` starts, found through
+// VIGIL_TEST_{MINIO,VERSITYGW}_{ENDPOINT,ACCESS_KEY,SECRET_KEY} (see
+// s3test.ForEachServer: skipped when missing, failed under CI=true).
 
-type testServer struct {
-	name, endpoint, accessKey, secretKey string
-}
+type testServer = s3test.Server
 
-var serverNames = []string{"MINIO", "VERSITYGW"}
+var forEachServer = s3test.ForEachServer
 
-// forEachServer runs fn as a subtest per server.
-func forEachServer(t *testing.T, fn func(t *testing.T, srv testServer)) {
-	for _, name := range serverNames {
-		t.Run(strings.ToLower(name), func(t *testing.T) {
-			env := func(k string) string { return os.Getenv("VIGIL_TEST_" + name + "_" + k) }
-			srv := testServer{name: name, endpoint: env("ENDPOINT"), accessKey: env("ACCESS_KEY"), secretKey: env("SECRET_KEY")}
-			if srv.endpoint == "" || srv.accessKey == "" || srv.secretKey == "" {
-				missingEnv := fmt.Sprintf("VIGIL_TEST_%s_ENDPOINT/_ACCESS_KEY/_SECRET_KEY not set; run scripts/s3-servers.sh start ENVFILE and source ENVFILE", name)
-				if os.Getenv("CI") == "true" {
-					t.Fatal(missingEnv)
-				}
-				t.Skip(missingEnv) // integration test without its server, outside CI
-			}
-			fn(t, srv)
-		})
-	}
-}
-
-func (srv testServer) creds() aws.CredentialsProvider {
-	return credentials.NewStaticCredentialsProvider(srv.accessKey, srv.secretKey, "")
+func creds(srv testServer) aws.CredentialsProvider {
+	return credentials.NewStaticCredentialsProvider(srv.AccessKey, srv.SecretKey, "")
 }
 
 // testOptions are quick to give up, so failing tests fail fast.
-func (srv testServer) options() Options {
+func options(srv testServer) Options {
 	return Options{
-		Credentials:           srv.creds(),
+		Credentials:           creds(srv),
 		DialTimeout:           2 * time.Second,
 		ResponseHeaderTimeout: 20 * time.Second,
 		IdleTimeout:           20 * time.Second,
@@ -109,7 +86,7 @@ func randomBytes(t *testing.T, n int) []byte {
 func newBucket(t *testing.T, srv testServer) string {
 	t.Helper()
 	bucket := "vigil-test-" + randomHex(t, 6)
-	s := openStore(t, Location{Endpoint: srv.endpoint, Bucket: bucket}, srv.options())
+	s := openStore(t, Location{Endpoint: srv.Endpoint, Bucket: bucket}, options(srv))
 	created, err := s.EnsureBucket(context.Background())
 	if err != nil {
 		t.Fatalf("create bucket: %v", err)
@@ -144,7 +121,7 @@ func TestContract(t *testing.T) {
 		blobtest.Run(t, func(t *testing.T) blob.Store {
 			// Each store gets its own prefix: empty, and it proves that
 			// prefixes keep stores apart.
-			return openStore(t, Location{Endpoint: srv.endpoint, Bucket: bucket, Prefix: fmt.Sprintf("repo/c%d", n.Add(1))}, srv.options())
+			return openStore(t, Location{Endpoint: srv.Endpoint, Bucket: bucket, Prefix: fmt.Sprintf("repo/c%d", n.Add(1))}, options(srv))
 		})
 	})
 }
@@ -152,7 +129,7 @@ func TestContract(t *testing.T) {
 func TestContractAtBucketRoot(t *testing.T) {
 	forEachServer(t, func(t *testing.T, srv testServer) {
 		blobtest.Run(t, func(t *testing.T) blob.Store {
-			return openStore(t, Location{Endpoint: srv.endpoint, Bucket: newBucket(t, srv)}, srv.options())
+			return openStore(t, Location{Endpoint: srv.Endpoint, Bucket: newBucket(t, srv)}, options(srv))
 		})
 	})
 }
@@ -160,8 +137,8 @@ func TestContractAtBucketRoot(t *testing.T) {
 func TestEnsureBucket(t *testing.T) {
 	forEachServer(t, func(t *testing.T, srv testServer) {
 		ctx := context.Background()
-		loc := Location{Endpoint: srv.endpoint, Bucket: "vigil-test-" + randomHex(t, 6)}
-		s := openStore(t, loc, srv.options())
+		loc := Location{Endpoint: srv.Endpoint, Bucket: "vigil-test-" + randomHex(t, 6)}
+		s := openStore(t, loc, options(srv))
 		if _, err := s.Stat(ctx, "config"); !blob.IsPermanent(err) || errors.Is(err, blob.ErrNotFound) {
 			t.Fatalf("stat before the bucket exists: %v, want a permanent missing-bucket error", err)
 		}
@@ -187,8 +164,8 @@ func TestRequestsAsConfigured(t *testing.T) {
 	forEachServer(t, func(t *testing.T, srv testServer) {
 		ctx := context.Background()
 		bucket := newBucket(t, srv)
-		p := newFaultProxy(t, srv.endpoint, 0)
-		s := openStore(t, Location{Endpoint: p.URL(), Bucket: bucket, Prefix: "pre"}, srv.options())
+		p := s3test.NewFaultProxy(t, srv.Endpoint, 0)
+		s := openStore(t, Location{Endpoint: p.URL(), Bucket: bucket, Prefix: "pre"}, options(srv))
 		data := randomBytes(t, 3<<20)
 		if err := s.Put(ctx, "data/00/x", bytes.NewReader(data)); err != nil {
 			t.Fatal(err)
@@ -198,7 +175,7 @@ func TestRequestsAsConfigured(t *testing.T) {
 		}
 		hexHash := regexp.MustCompile(`^[0-9a-f]{64}$`)
 		var puts, gets int
-		for _, r := range p.requestsSeen() {
+		for _, r := range p.Requests() {
 			if !strings.HasPrefix(r.URL.Path, "/"+bucket) {
 				t.Errorf("%s %s: not path-style", r.Method, r.URL)
 			}
@@ -233,8 +210,8 @@ func TestMultipart(t *testing.T) {
 	forEachServer(t, func(t *testing.T, srv testServer) {
 		ctx := context.Background()
 		bucket := newBucket(t, srv)
-		p := newFaultProxy(t, srv.endpoint, 0)
-		opts := srv.options()
+		p := s3test.NewFaultProxy(t, srv.Endpoint, 0)
+		opts := options(srv)
 		opts.PartSize = minPartSize
 		opts.MultipartThreshold = minPartSize + 1
 		s := openStore(t, Location{Endpoint: p.URL(), Bucket: bucket, Prefix: "mp"}, opts)
@@ -264,7 +241,7 @@ func TestMultipart(t *testing.T) {
 			}
 		}
 		var creates, parts int
-		for _, r := range p.requestsSeen() {
+		for _, r := range p.Requests() {
 			q := r.URL.Query()
 			if r.Method == "POST" && q.Has("uploads") {
 				creates++
@@ -277,11 +254,11 @@ func TestMultipart(t *testing.T) {
 			t.Fatalf("saw %d multipart uploads with %d parts, want 2 and 6", creates, parts)
 		}
 		// At the threshold, a single PutObject.
-		before := len(p.requestsSeen())
+		before := len(p.Requests())
 		if err := s.Put(ctx, "data/single", bytes.NewReader(data[:opts.MultipartThreshold])); err != nil {
 			t.Fatal(err)
 		}
-		if n := len(p.requestsSeen()) - before; n != 1 {
+		if n := len(p.Requests()) - before; n != 1 {
 			t.Fatalf("object at the threshold took %d requests, want 1 PutObject", n)
 		}
 	})
@@ -304,11 +281,11 @@ func (c cancelAt) ReadAt(p []byte, off int64) (int, error) {
 func TestMultipartCancelLeavesNothing(t *testing.T) {
 	forEachServer(t, func(t *testing.T, srv testServer) {
 		bucket := newBucket(t, srv)
-		opts := srv.options()
+		opts := options(srv)
 		opts.PartSize = minPartSize
 		opts.MultipartThreshold = minPartSize
 		opts.Connections = 1 // parts go one by one, so the cancel lands mid-upload
-		s := openStore(t, Location{Endpoint: srv.endpoint, Bucket: bucket}, opts)
+		s := openStore(t, Location{Endpoint: srv.Endpoint, Bucket: bucket}, opts)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		data := randomBytes(t, 3*minPartSize)
@@ -333,8 +310,8 @@ func TestConnectionsBound(t *testing.T) {
 	forEachServer(t, func(t *testing.T, srv testServer) {
 		ctx := context.Background()
 		bucket := newBucket(t, srv)
-		p := newFaultProxy(t, srv.endpoint, 0)
-		opts := srv.options()
+		p := s3test.NewFaultProxy(t, srv.Endpoint, 0)
+		opts := options(srv)
 		opts.Connections = 3
 		s := openStore(t, Location{Endpoint: p.URL(), Bucket: bucket}, opts)
 		var wg sync.WaitGroup
@@ -353,7 +330,7 @@ func TestConnectionsBound(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if _, _, maxIn := p.stats(); maxIn > 3 || maxIn < 2 {
+		if _, _, maxIn := p.Stats(); maxIn > 3 || maxIn < 2 {
 			t.Fatalf("at most %d requests in flight, want 2..3 with Connections=3", maxIn)
 		}
 	})
@@ -366,8 +343,8 @@ func TestFaultInjection(t *testing.T) {
 	forEachServer(t, func(t *testing.T, srv testServer) {
 		ctx := context.Background()
 		bucket := newBucket(t, srv)
-		p := newFaultProxy(t, srv.endpoint, 0.10, allFaults...)
-		opts := srv.options()
+		p := s3test.NewFaultProxy(t, srv.Endpoint, 0.10, s3test.AllFaults...)
+		opts := options(srv)
 		opts.ResponseHeaderTimeout = 2 * time.Second
 		opts.IdleTimeout = time.Second
 		opts.MaxBackoff = 200 * time.Millisecond
@@ -428,9 +405,9 @@ func TestFaultInjection(t *testing.T) {
 		}
 		parallel(t, objects, func(name string, _ []byte) error { return s.Delete(ctx, name) })
 
-		requests, faults, _ := p.stats()
+		requests, faults, _ := p.Stats()
 		t.Logf("%d requests, faults injected: %v", requests, faults)
-		for _, mode := range allFaults {
+		for _, mode := range s3test.AllFaults {
 			if faults[mode] < 3 {
 				t.Errorf("fault %q injected %d times, want at least 3", mode, faults[mode])
 			}
@@ -455,9 +432,9 @@ func TestSlowTransfersAreNotCut(t *testing.T) {
 	forEachServer(t, func(t *testing.T, srv testServer) {
 		ctx := context.Background()
 		bucket := newBucket(t, srv)
-		p := newFaultProxy(t, srv.endpoint, 0)
-		p.slow = 100 * time.Millisecond
-		opts := srv.options()
+		p := s3test.NewFaultProxy(t, srv.Endpoint, 0)
+		p.Slow = 100 * time.Millisecond
+		opts := options(srv)
 		opts.IdleTimeout = time.Second
 		opts.MaxAttempts = 1 // a cut transfer must show, not be retried away
 		s := openStore(t, Location{Endpoint: p.URL(), Bucket: bucket}, opts)
@@ -532,12 +509,12 @@ func TestWrongCredentials(t *testing.T) {
 		ctx := context.Background()
 		bucket := newBucket(t, srv)
 		cases := map[string]testServer{
-			"wrong secret": {endpoint: srv.endpoint, accessKey: srv.accessKey, secretKey: "not-the-secret-" + randomHex(t, 8)},
-			"unknown key":  {endpoint: srv.endpoint, accessKey: "nosuchkey" + randomHex(t, 4), secretKey: "not-the-secret-" + randomHex(t, 8)},
+			"wrong secret": {Endpoint: srv.Endpoint, AccessKey: srv.AccessKey, SecretKey: "not-the-secret-" + randomHex(t, 8)},
+			"unknown key":  {Endpoint: srv.Endpoint, AccessKey: "nosuchkey" + randomHex(t, 4), SecretKey: "not-the-secret-" + randomHex(t, 8)},
 		}
 		for name, bad := range cases {
 			t.Run(name, func(t *testing.T) {
-				s := openStore(t, Location{Endpoint: srv.endpoint, Bucket: bucket}, bad.options())
+				s := openStore(t, Location{Endpoint: srv.Endpoint, Bucket: bucket}, options(bad))
 				start := time.Now()
 				var errs []error
 				errs = append(errs, s.Put(ctx, "data/x", bytes.NewReader([]byte("x"))))
@@ -547,8 +524,8 @@ func TestWrongCredentials(t *testing.T) {
 				errs = append(errs, err)
 				errs = append(errs, s.List(ctx, "", func(blob.Info) error { return nil }))
 				for _, err := range errs {
-					checkPermanentHint(t, err, bucket, srv.endpoint, "StaticCredentials")
-					if strings.Contains(err.Error(), bad.secretKey) {
+					checkPermanentHint(t, err, bucket, srv.Endpoint, "StaticCredentials")
+					if strings.Contains(err.Error(), bad.SecretKey) {
 						t.Fatalf("error shows the secret: %v", err)
 					}
 				}
@@ -565,15 +542,15 @@ func TestMissingBucket(t *testing.T) {
 	forEachServer(t, func(t *testing.T, srv testServer) {
 		ctx := context.Background()
 		bucket := "vigil-missing-" + randomHex(t, 6)
-		s := openStore(t, Location{Endpoint: srv.endpoint, Bucket: bucket, Prefix: "repo"}, srv.options())
+		s := openStore(t, Location{Endpoint: srv.Endpoint, Bucket: bucket, Prefix: "repo"}, options(srv))
 		err := s.Put(ctx, "config", bytes.NewReader([]byte("x")))
-		checkPermanentHint(t, err, bucket, srv.endpoint, "StaticCredentials")
+		checkPermanentHint(t, err, bucket, srv.Endpoint, "StaticCredentials")
 		_, err = s.Get(ctx, "config", 0, 0)
-		checkPermanentHint(t, err, bucket, srv.endpoint, "StaticCredentials")
+		checkPermanentHint(t, err, bucket, srv.Endpoint, "StaticCredentials")
 		_, err = s.Stat(ctx, "config")
-		checkPermanentHint(t, err, bucket, srv.endpoint, "StaticCredentials")
+		checkPermanentHint(t, err, bucket, srv.Endpoint, "StaticCredentials")
 		err = s.List(ctx, "snapshots/", func(blob.Info) error { return nil })
-		checkPermanentHint(t, err, bucket, srv.endpoint, "StaticCredentials")
+		checkPermanentHint(t, err, bucket, srv.Endpoint, "StaticCredentials")
 		if !strings.Contains(err.Error(), "bucket does not exist") {
 			t.Fatalf("missing bucket error does not say so: %v", err)
 		}
@@ -630,7 +607,7 @@ func TestUnreachableEndpointFailsFast(t *testing.T) {
 
 	t.Run("hung", func(t *testing.T) {
 		opts := Options{Credentials: creds, MaxAttempts: 2, MaxBackoff: 100 * time.Millisecond, ResponseHeaderTimeout: 500 * time.Millisecond}
-		s := openStore(t, Location{Endpoint: blackhole(t), Bucket: "vigil-test"}, opts)
+		s := openStore(t, Location{Endpoint: s3test.Blackhole(t), Bucket: "vigil-test"}, opts)
 		start := time.Now()
 		err := s.Put(ctx, "data/x", bytes.NewReader([]byte("x")))
 		elapsed := time.Since(start)
@@ -647,7 +624,7 @@ func TestUnreachableEndpointFailsFast(t *testing.T) {
 
 	t.Run("cancelled", func(t *testing.T) {
 		opts := Options{Credentials: creds, MaxAttempts: 100}
-		s := openStore(t, Location{Endpoint: blackhole(t), Bucket: "vigil-test"}, opts)
+		s := openStore(t, Location{Endpoint: s3test.Blackhole(t), Bucket: "vigil-test"}, opts)
 		cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		defer cancel()
 		start := time.Now()
@@ -686,15 +663,15 @@ func TestTLS(t *testing.T) {
 	forEachServer(t, func(t *testing.T, srv testServer) {
 		ctx := context.Background()
 		bucket := newBucket(t, srv)
-		tlsProxy := newTLSProxy(t, srv.endpoint)
+		tlsProxy := s3test.NewTLSProxy(t, srv.Endpoint)
 		caFile := filepath.Join(t.TempDir(), "ca.pem")
-		cert := tlsProxy.srv.Certificate()
+		cert := tlsProxy.Server().Certificate()
 		if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		loc := Location{Endpoint: tlsProxy.URL(), Bucket: bucket}
 
-		opts := srv.options()
+		opts := options(srv)
 		opts.MaxAttempts = 2
 		plain := openStore(t, loc, opts)
 		if err := plain.Put(ctx, "data/tls", bytes.NewReader([]byte("x"))); err == nil || !strings.Contains(err.Error(), "certificate") {
@@ -725,7 +702,7 @@ func TestTLS(t *testing.T) {
 func TestReadPastEnd(t *testing.T) {
 	forEachServer(t, func(t *testing.T, srv testServer) {
 		ctx := context.Background()
-		s := openStore(t, Location{Endpoint: srv.endpoint, Bucket: newBucket(t, srv)}, srv.options())
+		s := openStore(t, Location{Endpoint: srv.Endpoint, Bucket: newBucket(t, srv)}, options(srv))
 		if err := s.Put(ctx, "data/ten", bytes.NewReader([]byte("0123456789"))); err != nil {
 			t.Fatal(err)
 		}
@@ -773,21 +750,21 @@ func TestCredentialsFromEnvironment(t *testing.T) {
 		ctx := context.Background()
 		bucket := newBucket(t, srv)
 		isolateAWSConfig(t)
-		t.Setenv("AWS_ACCESS_KEY_ID", srv.accessKey)
-		t.Setenv("AWS_SECRET_ACCESS_KEY", srv.secretKey)
-		opts := srv.options()
+		t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
+		t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
+		opts := options(srv)
 		opts.Credentials = nil
-		good := openStore(t, Location{Endpoint: srv.endpoint, Bucket: bucket}, opts)
+		good := openStore(t, Location{Endpoint: srv.Endpoint, Bucket: bucket}, opts)
 		if err := good.Put(ctx, "config", bytes.NewReader([]byte("c"))); err != nil {
 			t.Fatalf("put with credentials from the environment: %v", err)
 		}
 
 		wrong := "wrong-" + randomHex(t, 10)
 		t.Setenv("AWS_SECRET_ACCESS_KEY", wrong)
-		bad := openStore(t, Location{Endpoint: srv.endpoint, Bucket: bucket}, opts)
+		bad := openStore(t, Location{Endpoint: srv.Endpoint, Bucket: bucket}, opts)
 		_, err := bad.Get(ctx, "config", 0, 0)
-		checkPermanentHint(t, err, bucket, srv.endpoint, "EnvConfigCredentials")
-		if strings.Contains(err.Error(), wrong) || strings.Contains(err.Error(), srv.secretKey) {
+		checkPermanentHint(t, err, bucket, srv.Endpoint, "EnvConfigCredentials")
+		if strings.Contains(err.Error(), wrong) || strings.Contains(err.Error(), srv.SecretKey) {
 			t.Fatalf("error shows a secret: %v", err)
 		}
 	})
@@ -796,16 +773,15 @@ func TestCredentialsFromEnvironment(t *testing.T) {
 // BenchmarkPutGet measures one store's throughput for pack-sized objects
 // against each server on loopback (go test -bench . -run ^$).
 func BenchmarkPutGet(b *testing.B) {
-	for _, name := range serverNames {
-		env := func(k string) string { return os.Getenv("VIGIL_TEST_" + name + "_" + k) }
-		if env("ENDPOINT") == "" {
+	for _, name := range s3test.ServerNames {
+		srv, ok := s3test.LookupServer(name)
+		if !ok {
 			continue
 		}
-		srv := testServer{name: name, endpoint: env("ENDPOINT"), accessKey: env("ACCESS_KEY"), secretKey: env("SECRET_KEY")}
-		b.Run(strings.ToLower(name), func(b *testing.B) {
+		b.Run(srv.Name, func(b *testing.B) {
 			ctx := context.Background()
-			bucket := "vigil-bench-" + strings.ToLower(name)
-			s, err := Open(ctx, Location{Endpoint: srv.endpoint, Bucket: bucket}, Options{Credentials: srv.creds()})
+			bucket := "vigil-bench-" + srv.Name
+			s, err := Open(ctx, Location{Endpoint: srv.Endpoint, Bucket: bucket}, Options{Credentials: creds(srv)})
 			if err != nil {
 				b.Fatal(err)
 			}
