@@ -20,7 +20,7 @@ MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 VERSITYGW_PKG=github.com/versity/versitygw/cmd/versitygw
 VERSITYGW_VERSION=v1.8.0
 
-CACHE=${VIGIL_TOOL_CACHE:-$HOME/.cache/vigil-tools}
+CACHE=${VIGIL_TOOL_CACHE:-${HOME:?set HOME or VIGIL_TOOL_CACHE}/.cache/vigil-tools}
 MINIO_BIN=$CACHE/minio-$MINIO_VERSION/minio
 VERSITYGW_BIN=$CACHE/versitygw-$VERSITYGW_VERSION/versitygw
 # How long a server may take to answer after it was started.
