@@ -1,0 +1,147 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vigilops/vigil/storage/repo"
+)
+
+// s3Servers returns the S3 test servers started by scripts/s3-servers.sh
+// (.ci/run does it). In CI a missing server is a failure, not a skip.
+func s3Servers(t *testing.T) map[string][3]string {
+	out := map[string][3]string{}
+	for _, name := range []string{"MINIO", "VERSITYGW"} {
+		ep := os.Getenv("VIGIL_TEST_" + name + "_ENDPOINT")
+		if ep == "" {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("VIGIL_TEST_%s_ENDPOINT is not set: .ci/run must start the S3 servers (scripts/s3-servers.sh)", name)
+			}
+			continue
+		}
+		out[strings.ToLower(name)] = [3]string{ep, os.Getenv("VIGIL_TEST_" + name + "_ACCESS_KEY"), os.Getenv("VIGIL_TEST_" + name + "_SECRET_KEY")}
+	}
+	if len(out) == 0 {
+		t.Skip("no S3 test servers: run scripts/s3-servers.sh start ENVFILE and source it (integration test)")
+	}
+	return out
+}
+
+func randomBucket() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return "vigil-cli-" + hex.EncodeToString(b)
+}
+
+func s3Env(t *testing.T, srv [3]string) *env {
+	e := newEnv(t)
+	e.repo = "s3:" + srv[0] + "/" + randomBucket() + "/repo"
+	e.extra = []string{"AWS_ACCESS_KEY_ID=" + srv[1], "AWS_SECRET_ACCESS_KEY=" + srv[2], "AWS_PROFILE=", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null"}
+	return e
+}
+
+func TestS3RepositoryRoundTrip(t *testing.T) {
+	for name, srv := range s3Servers(t) {
+		t.Run(name, func(t *testing.T) {
+			e := s3Env(t, srv)
+			src := t.TempDir()
+			writeDemoData(src, 3)
+			r := e.must("init")
+			if !strings.Contains(r.stdout, "created bucket") {
+				t.Fatalf("init did not say it created the bucket: %s", r.stdout)
+			}
+			e.must("backup", "--job", "files", src)
+			if err := changeDemoData(src); err != nil {
+				t.Fatal(err)
+			}
+			s := summary(t, e.must("backup", "--json", "--job", "files", src).stdout)
+			if s["files_unchanged"].(float64) == 0 {
+				t.Fatalf("second backup did not use its parent: %v", s)
+			}
+			target := t.TempDir()
+			e.must("restore", "latest", "--target", target)
+			sameTree(t, src, repo.TargetPath(target, src))
+			e.must("check", "--read-data")
+			e.must("forget", "--keep-last", "1", "--prune")
+			e.must("check", "--read-data")
+			target = t.TempDir()
+			e.must("restore", "latest", "--target", target)
+			sameTree(t, src, repo.TargetPath(target, src))
+		})
+	}
+}
+
+func TestS3TwoHostsBackUpAtOnce(t *testing.T) {
+	for name, srv := range s3Servers(t) {
+		t.Run(name, func(t *testing.T) {
+			e := s3Env(t, srv)
+			e.must("init", "--pack-size", "4")
+			srcs := []string{t.TempDir(), t.TempDir()}
+			for i, s := range srcs {
+				writeDemoData(s, uint64(10+i))
+			}
+			var wg sync.WaitGroup
+			results := make([]result, 2)
+			for i := range srcs {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					results[i] = e.run("backup", "--host", fmt.Sprintf("host-%d", i), srcs[i])
+				}()
+			}
+			wg.Wait()
+			for i, r := range results {
+				if r.code != 0 {
+					t.Fatalf("backup %d: exit %d: %s", i, r.code, r.stderr)
+				}
+			}
+			e.must("check", "--read-data")
+			out := e.must("snapshots", "--json").stdout
+			if n := strings.Count(out, "\n"); n != 2 {
+				t.Fatalf("%d snapshots after two concurrent backups", n)
+			}
+			for i, s := range srcs {
+				target := t.TempDir()
+				r := e.must("snapshots", "--json", "--host", fmt.Sprintf("host-%d", i))
+				id := r.stdout[strings.Index(r.stdout, `"id":"`)+6:][:64]
+				e.must("restore", id, "--target", target)
+				sameTree(t, s, repo.TargetPath(target, s))
+			}
+		})
+	}
+}
+
+func TestS3Errors(t *testing.T) {
+	for name, srv := range s3Servers(t) {
+		t.Run(name, func(t *testing.T) {
+			e := s3Env(t, srv)
+			e.must("init")
+			bad := *e
+			bad.extra = []string{"AWS_ACCESS_KEY_ID=" + srv[1], "AWS_SECRET_ACCESS_KEY=wrong-secret", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null"}
+			r := bad.run("snapshots")
+			if r.code != exitError || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || strings.Contains(r.stderr, "wrong-secret") {
+				t.Fatalf("wrong credentials: exit %d, %q", r.code, r.stderr)
+			}
+			missing := *e
+			missing.repo = "s3:" + srv[0] + "/" + randomBucket()
+			r = missing.run("restore", "latest", "--target", t.TempDir())
+			if r.code == 0 || !strings.Contains(r.stderr, "bucket") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+				t.Fatalf("missing bucket: exit %d, %q", r.code, r.stderr)
+			}
+			gone := *e
+			gone.repo = "s3:http://127.0.0.1:1/some-bucket"
+			start := time.Now()
+			r = gone.run("snapshots")
+			if r.code != exitError || time.Since(start) > 60*time.Second || !strings.Contains(r.stderr, "connection refused") {
+				t.Fatalf("unreachable endpoint: exit %d after %s, %q", r.code, time.Since(start), r.stderr)
+			}
+		})
+	}
+}
+
