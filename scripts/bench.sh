@@ -79,30 +79,28 @@ for tool in restic vigil; do
 	if [[ $tool == restic ]]; then
 		export RESTIC_REPOSITORY=$repo RESTIC_CACHE_DIR=$dir/restic-cache
 		"$restic" init -q
-		run() { "$restic" "$@"; }
-		restore() { "$restic" restore "$1" --target "$dir/$tool-restore"; }
-		check() { "$restic" check --read-data; }
-		latest_of() { "$restic" snapshots --json --path "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])'; }
+		cmd=("$restic")
 	else
 		export VIGIL_REPOSITORY=$repo
-		"$vigil" init -q --cache-dir "$dir/vigil-cache"
-		run() { "$vigil" --cache-dir "$dir/vigil-cache" "$@"; }
-		restore() { "$vigil" --cache-dir "$dir/vigil-cache" restore "$1" --target "$dir/$tool-restore"; }
-		check() { "$vigil" --cache-dir "$dir/vigil-cache" check --read-data; }
-		latest_of() { "$vigil" --cache-dir "$dir/vigil-cache" snapshots --json | python3 -c 'import json,sys
-lines=[json.loads(l) for l in sys.stdin if l.strip()]
-print([l["id"] for l in lines if l["paths"]==[sys.argv[1]]][-1])' "$1"; }
+		cmd=("$vigil" --cache-dir "$dir/vigil-cache")
+		"${cmd[@]}" init -q
 	fi
-	measure $tool "backup vm-a" "$img" run backup "$corpus/vm-a.img"
-	measure $tool "backup vm-a-next" "$img" run backup "$corpus/vm-a-next.img"
-	measure $tool "backup vm-b" "$img" run backup "$corpus/vm-b.img"
-	measure $tool "backup logs-day1" "$logs1" run backup "$corpus/logs-day1"
-	measure $tool "backup logs-day2" "$logs2" run backup "$corpus/logs-day2"
-	snap=$(latest_of "$corpus/vm-a.img")
-	measure $tool "restore vm-a" "$img" restore "$snap"
+	measure $tool "backup vm-a" "$img" "${cmd[@]}" backup "$corpus/vm-a.img"
+	measure $tool "backup vm-a-next" "$img" "${cmd[@]}" backup "$corpus/vm-a-next.img"
+	measure $tool "backup vm-b" "$img" "${cmd[@]}" backup "$corpus/vm-b.img"
+	measure $tool "backup logs-day1" "$logs1" "${cmd[@]}" backup "$corpus/logs-day1"
+	measure $tool "backup logs-day2" "$logs2" "${cmd[@]}" backup "$corpus/logs-day2"
+	# The snapshot of vm-a: the first one.
+	snap=$("${cmd[@]}" snapshots --json | python3 -c '
+import json, sys
+text = sys.stdin.read().strip()
+items = json.loads(text) if text.startswith("[") else [json.loads(l) for l in text.splitlines()]
+items.sort(key=lambda s: s["time"])
+print(items[0]["id"])')
+	measure $tool "restore vm-a" "$img" "${cmd[@]}" restore "$snap" --target "$dir/$tool-restore"
 	cmp "$corpus/vm-a.img" "$(find "$dir/$tool-restore" -name vm-a.img)" || { echo "$tool restore differs" >&2; exit 1; }
 	rm -rf "$dir/$tool-restore"
-	measure $tool "check --read-data" "$(du -sb "$repo" | cut -f1)" check
+	measure $tool "check --read-data" "$(du -sb "$repo" | cut -f1)" "${cmd[@]}" check --read-data
 done
 
 python3 - "$results" "$markdown" "$size" <<'PY'

@@ -79,6 +79,11 @@ func (g *globals) openStore(ctx context.Context, create bool) (blob.Store, error
 
 func (g *globals) repoOptions() repo.Options {
 	o := repo.Options{Logger: g.logger(), CacheDir: g.cachePath()}
+	if strings.HasPrefix(g.repo, "s3:") {
+		// Remote stores need more requests in flight to fill the link;
+		// each may hold one pack in memory.
+		o.Connections = 4
+	}
 	if v := os.Getenv("VIGIL_KDF_N"); v != "" {
 		// Tests lower the KDF cost for new keys; stored keys carry their own.
 		var n int
