@@ -74,6 +74,10 @@ func main() {
 			code := run(ctx, os.Args[1:])
 			pprof.StopCPUProfile()
 			f.Close()
+			if hp, err := os.Create(p + ".heap"); err == nil {
+				_ = pprof.Lookup("heap").WriteTo(hp, 0)
+				hp.Close()
+			}
 			os.Exit(code)
 		}
 	}

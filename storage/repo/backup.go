@@ -136,6 +136,7 @@ func (r *Repository) Backup(ctx context.Context, opts BackupOptions) (*BackupRes
 	if err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}
+	defer idx.Close()
 	a := &archiver{
 		r: r, idx: idx, opts: opts, pol: r.cfg.Polynomial, pools: map[uint]*sync.Pool{},
 		users: map[uint32]string{}, groups: map[uint32]string{}, excludes: opts.Excludes,
@@ -545,7 +546,7 @@ func (a *archiver) pool(max uint) *sync.Pool {
 	return p
 }
 
-var zeroBlock = make([]byte, 8<<20)
+var zeroBlock = make([]byte, 256<<10)
 
 func isZero(b []byte) bool {
 	for len(b) > 0 {

@@ -376,5 +376,6 @@ func (b *Builder) Close() {
 	if !closed {
 		b.a.w.Abort()
 	}
+	b.idx.Close()
 	b.lock.Unlock()
 }

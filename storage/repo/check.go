@@ -78,7 +78,8 @@ func (r *Repository) Check(ctx context.Context, opts CheckOptions) (*CheckResult
 	if err != nil {
 		return nil, fmt.Errorf("check: %w", err)
 	}
-	idx := newMasterIndex()
+	idx := newMasterIndex(r.cache)
+	defer idx.Close()
 	packBlobs := map[ID][]PackedBlob{}
 	for _, id := range ids {
 		f, err := r.loadIndexNoCache(ctx, id)

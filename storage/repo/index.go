@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
 )
@@ -28,7 +29,7 @@ const (
 	indexVersion   = 1
 	indexEntrySize = 1 + 1 + 32 + 4 + 4 + 4
 	// indexFlushBlobs bounds how many entries a backup keeps unsaved.
-	indexFlushBlobs = 100_000
+	indexFlushBlobs = 25_000
 )
 
 // IndexFile is the decoded content of one index object.
@@ -152,28 +153,176 @@ func (r *byteReader) u32() uint32 {
 	return binary.LittleEndian.Uint32(b)
 }
 
-// location is the compact in-memory form of an index entry: 20 bytes plus
-// the 33-byte key, instead of a full PackedBlob per blob.
-type location struct {
-	pack   uint32 // position in MasterIndex.packs
-	offset uint32
-	length uint32
-	raw    uint32
-	comp   bool
-}
-
-// MasterIndex is the union of all index objects, in memory.
+// MasterIndex is the union of all index objects. It does not keep every
+// entry in memory: full entries (52 bytes each) go to an unlinked temporary
+// file, normally in the page cache, and memory holds only an open-addressing
+// table of 8-byte ID prefixes and record numbers (about 16 bytes per blob).
+// A prefix match is confirmed by reading the full record, so a lookup never
+// trusts a truncated hash. Without a usable temporary file the records stay
+// in memory, which is correct but larger.
 type MasterIndex struct {
 	mu      sync.RWMutex
 	packs   []ID
 	packNum map[ID]uint32
-	blobs   map[BlobHandle]location
 	files   map[ID]bool // index objects loaded
+
+	keys []uint64 // ID prefix (0 = empty slot)
+	vals []uint32 // record number + 1
+	n    int
+
+	f       *os.File // records [0, flushed) live here
+	flushed int
+	tail    []byte // records from flushed on, not yet written
+	memOnly bool   // the file stopped accepting writes
+	err     atomic.Pointer[error]
 }
 
-func newMasterIndex() *MasterIndex {
-	return &MasterIndex{packNum: map[ID]uint32{}, blobs: map[BlobHandle]location{}, files: map[ID]bool{}}
+// Err reports a failure of the index's temporary file, if any.
+func (mi *MasterIndex) Err() error {
+	if e := mi.err.Load(); e != nil {
+		return *e
+	}
+	return nil
 }
+
+const (
+	recSize       = 52
+	recTailFlush  = 256 << 10
+	initTableSize = 1 << 12
+)
+
+func newMasterIndex(dir string) *MasterIndex {
+	mi := &MasterIndex{packNum: map[ID]uint32{}, files: map[ID]bool{},
+		keys: make([]uint64, initTableSize), vals: make([]uint32, initTableSize)}
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	if f, err := os.CreateTemp(dir, ".vigil-index-*"); err == nil {
+		// Unlinked at once: the space is freed however the process ends.
+		os.Remove(f.Name())
+		mi.f = f
+	}
+	return mi
+}
+
+// Close releases the index's temporary file.
+func (mi *MasterIndex) Close() error {
+	mi.mu.Lock()
+	defer mi.mu.Unlock()
+	if mi.f == nil {
+		return nil
+	}
+	err := mi.f.Close()
+	mi.f = nil
+	// Keep records readable after Close by moving nothing: callers must not
+	// use a closed index; an empty table makes misuse visible.
+	mi.keys, mi.vals, mi.n, mi.tail, mi.flushed = make([]uint64, initTableSize), make([]uint32, initTableSize), 0, nil, 0
+	return err
+}
+
+func slotKey(h BlobHandle) uint64 {
+	k := binary.LittleEndian.Uint64(h.ID[:8]) ^ uint64(h.Type)<<56
+	if k == 0 {
+		k = 1
+	}
+	return k
+}
+
+type record struct {
+	h    BlobHandle
+	pack uint32
+	e    PackedBlob
+}
+
+func encodeRecord(b []byte, h BlobHandle, pack uint32, e PackedBlob) []byte {
+	b = append(b, h.ID[:]...)
+	b = append(b, byte(h.Type), flags(e.Compressed), 0, 0)
+	b = binary.LittleEndian.AppendUint32(b, pack)
+	b = binary.LittleEndian.AppendUint32(b, e.Offset)
+	b = binary.LittleEndian.AppendUint32(b, e.Length)
+	return binary.LittleEndian.AppendUint32(b, e.RawLength)
+}
+
+func decodeRecord(b []byte) record {
+	var r record
+	copy(r.h.ID[:], b[:32])
+	r.h.Type = BlobType(b[32])
+	r.e = PackedBlob{Type: r.h.Type, ID: r.h.ID, Compressed: b[33]&flagCompressed != 0,
+		Offset: binary.LittleEndian.Uint32(b[40:44]), Length: binary.LittleEndian.Uint32(b[44:48]),
+		RawLength: binary.LittleEndian.Uint32(b[48:52])}
+	r.pack = binary.LittleEndian.Uint32(b[36:40])
+	return r
+}
+
+// readRecord returns record i; the caller holds mi.mu.
+func (mi *MasterIndex) readRecord(i int) (record, error) {
+	if i >= mi.flushed {
+		off := (i - mi.flushed) * recSize
+		return decodeRecord(mi.tail[off : off+recSize]), nil
+	}
+	var buf [recSize]byte
+	if _, err := mi.f.ReadAt(buf[:], int64(i)*recSize); err != nil {
+		return record{}, fmt.Errorf("index record %d: %w", i, err)
+	}
+	return decodeRecord(buf[:]), nil
+}
+
+// find returns the slot holding h, or the empty slot where it belongs.
+func (mi *MasterIndex) find(h BlobHandle) (slot int, rec record, found bool) {
+	key := slotKey(h)
+	mask := len(mi.keys) - 1
+	for i := int(key) & mask; ; i = (i + 1) & mask {
+		switch mi.keys[i] {
+		case 0:
+			return i, record{}, false
+		case key:
+			r, err := mi.readRecord(int(mi.vals[i] - 1))
+			if err != nil {
+				// The temporary file failed (EIO): report "not indexed".
+				// A backup then stores the blob again (harmless); a restore
+				// reports the blob missing instead of writing wrong data.
+				mi.err.CompareAndSwap(nil, &err)
+				return i, record{}, false
+			}
+			if r.h == h {
+				return i, r, true
+			}
+		}
+	}
+}
+
+func (mi *MasterIndex) grow() {
+	keys, vals := mi.keys, mi.vals
+	mi.keys = make([]uint64, 2*len(keys))
+	mi.vals = make([]uint32, 2*len(vals))
+	mask := len(mi.keys) - 1
+	for i, k := range keys {
+		if k == 0 {
+			continue
+		}
+		j := int(k) & mask
+		for mi.keys[j] != 0 {
+			j = (j + 1) & mask
+		}
+		mi.keys[j], mi.vals[j] = k, vals[i]
+	}
+}
+
+func (mi *MasterIndex) appendRecord(h BlobHandle, pack uint32, e PackedBlob) {
+	mi.tail = encodeRecord(mi.tail, h, pack, e)
+	if mi.f != nil && !mi.memOnly && len(mi.tail) >= recTailFlush {
+		if _, err := mi.f.WriteAt(mi.tail, int64(mi.flushed)*recSize); err == nil {
+			mi.flushed += len(mi.tail) / recSize
+			mi.tail = mi.tail[:0]
+		} else {
+			// Disk full or similar: records written so far stay readable
+			// in the file; new ones stay in memory.
+			mi.memOnly = true
+		}
+	}
+}
+
+func (mi *MasterIndex) total() int { return mi.flushed + len(mi.tail)/recSize }
 
 func (mi *MasterIndex) addPack(p IndexPack) {
 	mi.mu.Lock()
@@ -186,17 +335,24 @@ func (mi *MasterIndex) addPack(p IndexPack) {
 	}
 	for _, b := range p.Blobs {
 		h := BlobHandle{Type: b.Type, ID: b.ID}
-		if _, dup := mi.blobs[h]; dup {
+		slot, _, dup := mi.find(h)
+		if dup {
 			continue // the same blob in two packs: either copy serves
 		}
-		mi.blobs[h] = location{pack: n, offset: b.Offset, length: b.Length, raw: b.RawLength, comp: b.Compressed}
+		mi.keys[slot] = slotKey(h)
+		mi.vals[slot] = uint32(mi.total() + 1)
+		mi.appendRecord(h, n, b)
+		mi.n++
+		if mi.n*4 >= len(mi.keys)*3 {
+			mi.grow()
+		}
 	}
 }
 
 // Has reports whether a blob is indexed.
 func (mi *MasterIndex) Has(h BlobHandle) bool {
 	mi.mu.RLock()
-	_, ok := mi.blobs[h]
+	_, _, ok := mi.find(h)
 	mi.mu.RUnlock()
 	return ok
 }
@@ -205,18 +361,18 @@ func (mi *MasterIndex) Has(h BlobHandle) bool {
 func (mi *MasterIndex) Lookup(h BlobHandle) (ID, PackedBlob, bool) {
 	mi.mu.RLock()
 	defer mi.mu.RUnlock()
-	l, ok := mi.blobs[h]
+	_, r, ok := mi.find(h)
 	if !ok {
 		return ID{}, PackedBlob{}, false
 	}
-	return mi.packs[l.pack], PackedBlob{Type: h.Type, ID: h.ID, Compressed: l.comp, Offset: l.offset, Length: l.length, RawLength: l.raw}, true
+	return mi.packs[r.pack], r.e, true
 }
 
 // Len returns the number of indexed blobs.
 func (mi *MasterIndex) Len() int {
 	mi.mu.RLock()
 	defer mi.mu.RUnlock()
-	return len(mi.blobs)
+	return mi.n
 }
 
 // Packs returns the set of packs referenced by the index.
@@ -230,12 +386,27 @@ func (mi *MasterIndex) Packs() map[ID]bool {
 	return out
 }
 
-// Each calls fn for every indexed blob.
+// Each calls fn for every indexed blob, reading the records sequentially.
 func (mi *MasterIndex) Each(fn func(pack ID, b PackedBlob)) {
 	mi.mu.RLock()
 	defer mi.mu.RUnlock()
-	for h, l := range mi.blobs {
-		fn(mi.packs[l.pack], PackedBlob{Type: h.Type, ID: h.ID, Compressed: l.comp, Offset: l.offset, Length: l.length, RawLength: l.raw})
+	buf := make([]byte, 4096*recSize)
+	for i := 0; i < mi.flushed; {
+		k := min(4096, mi.flushed-i)
+		if _, err := mi.f.ReadAt(buf[:k*recSize], int64(i)*recSize); err != nil {
+			err = fmt.Errorf("index records: %w", err)
+			mi.err.CompareAndSwap(nil, &err)
+			return
+		}
+		for j := 0; j < k; j++ {
+			r := decodeRecord(buf[j*recSize:])
+			fn(mi.packs[r.pack], r.e)
+		}
+		i += k
+	}
+	for off := 0; off < len(mi.tail); off += recSize {
+		r := decodeRecord(mi.tail[off:])
+		fn(mi.packs[r.pack], r.e)
 	}
 }
 
@@ -257,7 +428,7 @@ func (r *Repository) LoadIndex(ctx context.Context) (*MasterIndex, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load index: %w", err)
 	}
-	mi := newMasterIndex()
+	mi := newMasterIndex(r.cache)
 	files := make([]*IndexFile, len(ids))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.conns)

@@ -109,6 +109,7 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 	if err != nil {
 		return nil, fmt.Errorf("prune: %w", err)
 	}
+	defer idx.Close()
 	oldIndexes := idx.IndexIDs()
 	used, err := r.UsedBlobs(ctx, idx)
 	if err != nil {
@@ -199,7 +200,8 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 	}
 
 	// (1) Repack live blobs, verifying each one on the way.
-	newIdx := newMasterIndex()
+	newIdx := newMasterIndex(r.cache)
+	defer newIdx.Close()
 	w := r.NewWriter(ctx, newIdx)
 	for _, p := range repack {
 		if err := r.repackPack(ctx, w, p, packs[p].live); err != nil {

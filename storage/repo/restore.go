@@ -118,6 +118,7 @@ func (r *Repository) Restore(ctx context.Context, sn *Snapshot, opts RestoreOpti
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
+	defer idx.Close()
 	if err := os.MkdirAll(opts.Target, 0o700); err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}

@@ -28,6 +28,7 @@ func (r *Repository) Stats(ctx context.Context) (*Stats, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stats: %w", err)
 	}
+	defer idx.Close()
 	st := &Stats{}
 	idx.Each(func(_ ID, b PackedBlob) {
 		st.Blobs++
