@@ -128,11 +128,17 @@ func TestS3Errors(t *testing.T) {
 			if r.code != exitError || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || strings.Contains(r.stderr, "wrong-secret") {
 				t.Fatalf("wrong credentials: exit %d, %q", r.code, r.stderr)
 			}
+			// A missing bucket holds no repository: exit 10, as for an empty
+			// directory, with the store's hint naming the bucket.
 			missing := *e
-			missing.repo = "s3:" + srv[0] + "/" + randomBucket()
-			r = missing.run("restore", "latest", "--target", t.TempDir())
-			if r.code == 0 || !strings.Contains(r.stderr, "bucket") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
-				t.Fatalf("missing bucket: exit %d, %q", r.code, r.stderr)
+			bucket := randomBucket()
+			missing.repo = "s3:" + srv[0] + "/" + bucket
+			for _, args := range [][]string{{"restore", "latest", "--target", t.TempDir()}, {"snapshots"}} {
+				r = missing.run(args...)
+				if r.code != exitNoRepo || !strings.Contains(r.stderr, "no repository") || !strings.Contains(r.stderr, `bucket "`+bucket+`"`) ||
+					!strings.Contains(r.stderr, "bucket does not exist") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+					t.Fatalf("%s with a missing bucket: exit %d, want %d; %q", args[0], r.code, exitNoRepo, r.stderr)
+				}
 			}
 			gone := *e
 			gone.repo = "s3:http://127.0.0.1:1/some-bucket"
@@ -144,4 +150,3 @@ func TestS3Errors(t *testing.T) {
 		})
 	}
 }
-

@@ -24,6 +24,9 @@
 //     Delete is idempotent.
 //   - Errors that retrying cannot fix (bad credentials, missing bucket, no
 //     permission) are marked with Permanent so callers stop retrying.
+//   - A store whose container (an S3 bucket) does not exist reports that, from
+//     any method, as an error matching ErrNoContainer as well as Permanent,
+//     so that callers can tell "nothing here at all" from a failure.
 //   - All methods are safe for concurrent use and honour ctx cancellation.
 package blob
 
@@ -37,6 +40,12 @@ import (
 
 // ErrNotFound is matched (with errors.Is) by the error returned for a missing object.
 var ErrNotFound = errors.New("object not found")
+
+// ErrNoContainer is matched (with errors.Is) by the error for a store whose
+// container, such as an S3 bucket, does not exist. Unlike ErrNotFound it is
+// about the whole store, not one object: the repository reports it as "no
+// repository here" rather than as a damaged repository.
+var ErrNoContainer = errors.New("container does not exist")
 
 // Payload is what Put uploads: a rewindable reader of known size.
 // *bytes.Reader satisfies it.

@@ -151,7 +151,7 @@ func Open(ctx context.Context, store blob.Store, password string, o Options) (*R
 		if errors.Is(err, blob.ErrNotFound) {
 			return nil, fmt.Errorf("open %s: %w", store.Location(), ErrNoRepository)
 		}
-		if false && errors.Is(err, blob.ErrNoContainer) { // a missing bucket: keep the store's hint, which names it
+		if errors.Is(err, blob.ErrNoContainer) { // a missing bucket: keep the store's hint, which names it
 			return nil, fmt.Errorf("open %s: %w: %w", store.Location(), ErrNoRepository, err)
 		}
 		return nil, fmt.Errorf("open %s: %w", store.Location(), err)

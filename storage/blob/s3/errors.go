@@ -7,8 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/logging"
@@ -65,7 +67,7 @@ func (s *Store) wrap(ctx context.Context, op, what string, err error) error {
 	code, status := apiCode(err), httpStatus(err)
 	switch {
 	case code == "NoSuchBucket":
-		return blob.Permanent(short(op, err), s.hint(hintNoBucket))
+		return blob.Permanent(marked{short(op, err), blob.ErrNoContainer}, s.hint(hintNoBucket))
 	case code == "NoSuchKey" || code == "NotFound" || status == http.StatusNotFound && code == "":
 		return fmt.Errorf("s3 %s: %w", op, blob.ErrNotFound)
 	case credentialCodes[code]:
@@ -79,7 +81,31 @@ func (s *Store) wrap(ctx context.Context, op, what string, err error) error {
 	case code == "InvalidBucketName":
 		return blob.Permanent(short(op, err), s.hint("the server rejects this bucket name"))
 	}
+	if status == 0 {
+		if msg, ok := s.transportMessage(op, err); ok {
+			return &shortError{msg: msg, err: err}
+		}
+	}
 	return fmt.Errorf("s3 %s: %w", op, err)
+}
+
+// transportMessage says in one line that the endpoint could not be reached
+// or did not answer, and why, for an error that never got an HTTP response.
+// The SDK's own text for this buries the cause behind "https response error
+// StatusCode: 0, RequestID: , HostID: , request send failed" and the whole
+// signed URL; an admin reading a failed night's log needs the endpoint, how
+// often it was tried and what the network said.
+func (s *Store) transportMessage(op string, err error) (string, bool) {
+	var ue *url.Error
+	if !errors.As(err, &ue) {
+		return "", false
+	}
+	tries := ""
+	var ma *retry.MaxAttemptsError
+	if errors.As(err, &ma) {
+		tries = fmt.Sprintf(" (%d attempts)", ma.Attempt)
+	}
+	return fmt.Sprintf("s3 %s: no answer from %s%s: %v", op, s.endpointName(), tries, ue.Err), true
 }
 
 // shortError prints only what an admin needs from an S3 error response
@@ -92,6 +118,15 @@ type shortError struct {
 
 func (e *shortError) Error() string { return e.msg }
 func (e *shortError) Unwrap() error { return e.err }
+
+// marked adds a sentinel for errors.Is without changing the message, which
+// short already made as terse as an admin needs.
+type marked struct {
+	error
+	mark error
+}
+
+func (e marked) Unwrap() []error { return []error{e.error, e.mark} }
 
 func short(op string, err error) error {
 	msg := fmt.Sprintf("s3 %s: HTTP %d", op, httpStatus(err))

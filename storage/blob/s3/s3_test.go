@@ -543,17 +543,23 @@ func TestMissingBucket(t *testing.T) {
 		ctx := context.Background()
 		bucket := "vigil-missing-" + randomHex(t, 6)
 		s := openStore(t, Location{Endpoint: srv.Endpoint, Bucket: bucket, Prefix: "repo"}, options(srv))
-		err := s.Put(ctx, "config", bytes.NewReader([]byte("x")))
-		checkPermanentHint(t, err, bucket, srv.Endpoint, "StaticCredentials")
-		_, err = s.Get(ctx, "config", 0, 0)
-		checkPermanentHint(t, err, bucket, srv.Endpoint, "StaticCredentials")
-		_, err = s.Stat(ctx, "config")
-		checkPermanentHint(t, err, bucket, srv.Endpoint, "StaticCredentials")
-		err = s.List(ctx, "snapshots/", func(blob.Info) error { return nil })
-		checkPermanentHint(t, err, bucket, srv.Endpoint, "StaticCredentials")
-		if !strings.Contains(err.Error(), "bucket does not exist") {
-			t.Fatalf("missing bucket error does not say so: %v", err)
+		check := func(op string, err error) {
+			t.Helper()
+			checkPermanentHint(t, err, bucket, srv.Endpoint, "StaticCredentials")
+			if !strings.Contains(err.Error(), "bucket does not exist") {
+				t.Fatalf("%s: missing bucket error does not say so: %v", op, err)
+			}
+			// The repository turns this into "no repository" (exit 10).
+			if !errors.Is(err, blob.ErrNoContainer) {
+				t.Fatalf("%s: missing bucket error does not match blob.ErrNoContainer: %v", op, err)
+			}
 		}
+		check("put", s.Put(ctx, "config", bytes.NewReader([]byte("x"))))
+		_, err := s.Get(ctx, "config", 0, 0)
+		check("get", err)
+		_, err = s.Stat(ctx, "config")
+		check("stat", err)
+		check("list", s.List(ctx, "snapshots/", func(blob.Info) error { return nil }))
 	})
 }
 
@@ -574,6 +580,21 @@ func checkPermanentHint(t *testing.T, err error, bucket, endpoint, credSource st
 	}
 	if strings.Contains(msg, "\n") {
 		t.Fatalf("error is not one line: %q", msg)
+	}
+}
+
+// checkTransportMessage wants the short form of an error that got no HTTP
+// response: which endpoint, how many attempts, the network's reason, and none
+// of the SDK's empty response fields or the signed URL.
+func checkTransportMessage(t *testing.T, err error, endpoint string, attempts int) {
+	t.Helper()
+	msg := err.Error()
+	want := fmt.Sprintf("no answer from %s (%d attempts): ", endpoint, attempts)
+	if !strings.Contains(msg, want) || strings.Contains(msg, "RequestID") || strings.Contains(msg, "x-id=") {
+		t.Fatalf("transport error %q, want it to contain %q and no SDK response fields", msg, want)
+	}
+	if blob.IsPermanent(err) {
+		t.Fatalf("transport error marked permanent: %v", err)
 	}
 }
 
@@ -600,6 +621,7 @@ func TestUnreachableEndpointFailsFast(t *testing.T) {
 		if !strings.Contains(err.Error(), "connection refused") {
 			t.Fatalf("error does not say why: %v", err)
 		}
+		checkTransportMessage(t, err, addr, 4)
 		if elapsed > 2*time.Second {
 			t.Fatalf("took %v to give up, want < 2s (4 attempts, 200ms max backoff)", elapsed)
 		}
@@ -617,6 +639,7 @@ func TestUnreachableEndpointFailsFast(t *testing.T) {
 		if !strings.Contains(err.Error(), "timeout") {
 			t.Fatalf("error does not say why: %v", err)
 		}
+		checkTransportMessage(t, err, s.loc.Endpoint, 2)
 		if elapsed < time.Second || elapsed > 3*time.Second {
 			t.Fatalf("took %v to give up, want about 2 × 500ms", elapsed)
 		}
