@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -120,5 +121,43 @@ func TestSegmentedChunkingIsDeterministic(t *testing.T) {
 		if got[k] != v {
 			t.Fatalf("%s differs", k)
 		}
+	}
+}
+
+func TestRestoreHolesAndFilters(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newTestRepo(t)
+	src := t.TempDir()
+	writeTree(t, src, 21)
+	res, err := r.Backup(ctx, BackupOptions{Paths: []string{src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := t.TempDir()
+	rres, err := r.Restore(ctx, res.Snapshot, RestoreOptions{Target: target, Path: src + "/sub", Includes: []string{"*.log", "zeros"}, Excludes: []string{"random.bin"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rres.Files != 2 {
+		t.Fatalf("restored %d files, want 2 (log.log and zeros)", rres.Files)
+	}
+	// SNAPSHOT:PATH puts the directory's contents directly into the target.
+	zeros := filepath.Join(target, "deeper", "zeros")
+	fi, err := os.Stat(zeros)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() != 2<<20 {
+		t.Fatalf("zeros: size %d", fi.Size())
+	}
+	// A zero run is a hole: almost no blocks allocated.
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Blocks*512 > 64<<10 {
+		t.Fatalf("zero file not sparse: %d bytes allocated", st.Blocks*512)
+	}
+	if _, err := os.Stat(filepath.Join(target, "random.bin")); err == nil {
+		t.Fatal("excluded file restored")
+	}
+	if _, err := os.Stat(filepath.Join(target, "deeper", "x", "y", "z.md")); err == nil {
+		t.Fatal("file outside the includes restored")
 	}
 }
