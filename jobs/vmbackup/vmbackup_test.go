@@ -1,0 +1,76 @@
+package vmbackup
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+
+	"github.com/vigilops/vigil/jobs/vmbackup/vmsim"
+	"github.com/vigilops/vigil/storage/repo"
+)
+
+const mib = 1 << 20
+
+func TestFullThenIncremental(t *testing.T) {
+	ctx := context.Background()
+	s := startSim(t)
+	const size = 192 * mib // three 64 MiB segments
+	if _, err := s.CreateVM(ctx, "ils", vmsim.VMOptions{DiskSizes: []int64{size, 8 * mib}, PoweredOn: true}); err != nil {
+		t.Fatal(err)
+	}
+	img := diskData(1, size)
+	if err := s.WriteDisk("ils", 0, 0, img); err != nil {
+		t.Fatal(err)
+	}
+	r := newRepo(t)
+	j := NewJob("vms", params(t, s, "vms: [ils]\n"))
+	var read atomic.Int64
+	j.wrapReader = func(vm string, disk int, r DiskReader) DiskReader { return countingReader{DiskReader: r, n: &read} }
+
+	rc := newRC(t, r)
+	if err := j.Run(ctx, rc); err != nil {
+		t.Fatal(err)
+	}
+	if got := read.Load(); got != size+8*mib {
+		t.Fatalf("full backup read %d bytes, want %d", got, size+8*mib)
+	}
+	// Night two: 1 MiB changes inside the middle segment.
+	change := bytes.Repeat([]byte("night two "), 110000)[:mib]
+	if err := s.WriteDisk("ils", 0, 70*mib, change); err != nil {
+		t.Fatal(err)
+	}
+	copy(img[70*mib:], change)
+	read.Store(0)
+	rc2 := newRC(t, r)
+	if err := j.Run(ctx, rc2); err != nil {
+		t.Fatal(err)
+	}
+	if got := read.Load(); got != 64*mib {
+		t.Fatalf("incremental read %d bytes, want one 64 MiB segment", got)
+	}
+	if s.Queries() < 2 {
+		t.Fatalf("changed areas queried %d times", s.Queries())
+	}
+	sn, err := r.FindSnapshot(ctx, "latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sn.Parent == nil {
+		t.Error("incremental snapshot has no parent")
+	}
+	target := t.TempDir()
+	if _, err := r.Restore(ctx, sn, repo.RestoreOptions{Target: target, Path: "/vms/ils/disk-0.img"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(target, "disk-0.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	flat, _ := os.ReadFile(s.FlatPath("ils", 0))
+	if !bytes.Equal(got, img) || !bytes.Equal(got, flat) {
+		t.Fatal("restored image differs from the disk")
+	}
+}
