@@ -247,6 +247,14 @@ func (c *runContext) RunID() int64      { return c.ar.id() }
 func (c *runContext) JobName() string   { return c.ar.js.spec.Name }
 func (c *runContext) Log() *slog.Logger { return c.log }
 
+// State implements StatefulContext.
+func (c *runContext) State() JobState {
+	return &boundState{store: c.r.stateStore(), job: c.ar.js.spec.Name}
+}
+
+// DryRun implements StatefulContext; scheduled and manual runs are real.
+func (c *runContext) DryRun() bool { return false }
+
 func (c *runContext) Attempt() int {
 	c.ar.mu.Lock()
 	defer c.ar.mu.Unlock()

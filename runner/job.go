@@ -13,6 +13,7 @@ package runner
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 )
@@ -89,6 +90,59 @@ type Finding struct {
 	Code     string   `json:"code"`    // stable, machine-readable ("auth.failed_logins")
 	Message  string   `json:"message"` // one line for humans
 	Subject  string   `json:"subject,omitempty"`
+	// The fields below are optional; analysers that aggregate events
+	// (loganalyze) fill them.
+	Count     int64     `json:"count,omitempty"` // events behind the finding
+	FirstSeen time.Time `json:"first_seen,omitzero"`
+	LastSeen  time.Time `json:"last_seen,omitzero"`
+	Examples  []string  `json:"examples,omitempty"` // sample lines, secrets masked
+	// Extra holds kind-specific details (e.g. "previous_count", "new").
+	Extra map[string]any `json:"extra,omitempty"`
+}
+
+// severityRank orders severities; unknown ones rank lowest.
+var severityRank = map[Severity]int{SeverityInfo: 1, SeverityWarning: 2, SeverityError: 3, SeverityCritical: 4}
+
+// AtLeast reports whether s is at least as severe as min.
+func (s Severity) AtLeast(min Severity) bool { return severityRank[s] >= severityRank[min] }
+
+// ParseSeverity accepts the severity names and the usual short forms
+// ("warn", "err", "crit").
+func ParseSeverity(s string) (Severity, error) {
+	switch s {
+	case "info":
+		return SeverityInfo, nil
+	case "warn", "warning":
+		return SeverityWarning, nil
+	case "err", "error":
+		return SeverityError, nil
+	case "crit", "critical":
+		return SeverityCritical, nil
+	}
+	return "", fmt.Errorf("unknown severity %q (want info, warning, error or critical)", s)
+}
+
+// FindingFilter selects findings across runs; zero fields do not filter.
+type FindingFilter struct {
+	Job         string
+	MinSeverity Severity
+	Code        string    // exact code, or a prefix ending in "." ("ssh.")
+	Since       time.Time // the run started at or after
+	Limit       int       // 0 means 1000
+}
+
+// FindingRecord is a finding with the run it belongs to.
+type FindingRecord struct {
+	Finding
+	RunID int64     `json:"run_id"`
+	Job   string    `json:"job"`
+	At    time.Time `json:"at"` // when the run started
+}
+
+// FindingLister lists findings across runs, newest run first.
+// storage/history and MemHistory implement it.
+type FindingLister interface {
+	ListFindings(ctx context.Context, f FindingFilter) ([]FindingRecord, error)
 }
 
 // Status of a run.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 )
@@ -17,11 +18,12 @@ type MemHistory struct {
 	logs     map[int64][]LogLine
 	findings map[int64][]Finding
 	changed  chan struct{}
+	*MemState
 }
 
 // NewMemHistory returns an empty MemHistory.
 func NewMemHistory() *MemHistory {
-	return &MemHistory{logs: map[int64][]LogLine{}, findings: map[int64][]Finding{}, changed: make(chan struct{})}
+	return &MemHistory{logs: map[int64][]LogLine{}, findings: map[int64][]Finding{}, changed: make(chan struct{}), MemState: NewMemState()}
 }
 
 // Changed returns a channel closed at the next write; tests wait on it.
@@ -184,6 +186,48 @@ func (h *MemHistory) Prune(ctx context.Context, before time.Time) (int64, error)
 	return n, nil
 }
 
+// ListFindings implements FindingLister.
+func (h *MemHistory) ListFindings(ctx context.Context, f FindingFilter) ([]FindingRecord, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 1000
+	}
+	var out []FindingRecord
+	for i := len(h.runs) - 1; i >= 0 && len(out) < limit; i-- {
+		r := h.runs[i]
+		if (f.Job != "" && r.Job != f.Job) || (!f.Since.IsZero() && r.sortTime().Before(f.Since)) {
+			continue
+		}
+		for _, fd := range h.findings[r.ID] {
+			if len(out) >= limit {
+				break
+			}
+			if f.MinSeverity != "" && !fd.Severity.AtLeast(f.MinSeverity) || !codeMatches(fd.Code, f.Code) {
+				continue
+			}
+			out = append(out, FindingRecord{Finding: fd, RunID: r.ID, Job: r.Job, At: r.sortTime()})
+		}
+	}
+	return out, nil
+}
+
+// codeMatches applies FindingFilter.Code.
+func codeMatches(code, want string) bool {
+	if want == "" {
+		return true
+	}
+	if strings.HasSuffix(want, ".") {
+		return strings.HasPrefix(code, want)
+	}
+	return code == want
+}
+
 func (h *MemHistory) Close() error { return nil }
 
-var _ History = (*MemHistory)(nil)
+var (
+	_ History       = (*MemHistory)(nil)
+	_ StateStore    = (*MemHistory)(nil)
+	_ FindingLister = (*MemHistory)(nil)
+)

@@ -87,6 +87,9 @@ type Options struct {
 	MaxLogLines int
 	// Rand returns a number in [0,1) for retry jitter (default math/rand).
 	Rand func() float64
+	// State keeps jobs' persistent state (RunContext State). Default: the
+	// History when it implements StateStore, else memory.
+	State StateStore
 }
 
 // Runner schedules and runs jobs.
@@ -108,6 +111,9 @@ type Runner struct {
 	repo   any
 
 	historyErrors atomic.Int64
+
+	stateOnce sync.Once
+	state     StateStore
 
 	// onSleep, when set by tests, is told each time the scheduler goes to
 	// sleep and until when.

@@ -300,7 +300,8 @@ func (h *DB) AppendLogs(ctx context.Context, runID int64, lines []runner.LogLine
 // AddFindings implements runner.Recorder.
 func (h *DB) AddFindings(ctx context.Context, runID int64, fs []runner.Finding) error {
 	return h.inTx(ctx, "add findings", func(tx *sql.Tx) error {
-		st, err := tx.PrepareContext(ctx, `INSERT INTO findings (run_id, severity, code, message, subject) VALUES (?, ?, ?, ?, ?)`)
+		st, err := tx.PrepareContext(ctx, `INSERT INTO findings (run_id, severity, code, message, subject, count, first_seen, last_seen, examples, extra)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 		if err != nil {
 			return err
 		}
@@ -310,12 +311,51 @@ func (h *DB) AddFindings(ctx context.Context, runID int64, fs []runner.Finding) 
 			if sev == "" {
 				sev = runner.SeverityInfo
 			}
-			if _, err := st.ExecContext(ctx, runID, string(sev), f.Code, f.Message, f.Subject); err != nil {
+			examples, extra := "", ""
+			if len(f.Examples) > 0 {
+				b, err := json.Marshal(f.Examples)
+				if err != nil {
+					return fmt.Errorf("encode examples of %s: %w", f.Code, err)
+				}
+				examples = string(b)
+			}
+			if len(f.Extra) > 0 {
+				b, err := json.Marshal(f.Extra)
+				if err != nil {
+					return fmt.Errorf("encode details of %s: %w", f.Code, err)
+				}
+				extra = string(b)
+			}
+			if _, err := st.ExecContext(ctx, runID, string(sev), f.Code, f.Message, f.Subject, f.Count, ms(f.FirstSeen), ms(f.LastSeen), examples, extra); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+}
+
+const findingCols = `f.severity, f.code, f.message, f.subject, f.count, f.first_seen, f.last_seen, f.examples, f.extra`
+
+// scanFinding scans findingCols after the given leading destinations.
+func scanFinding(sc interface{ Scan(...any) error }, lead ...any) (runner.Finding, error) {
+	var f runner.Finding
+	var sev, examples, extra string
+	var first, last sql.NullInt64
+	if err := sc.Scan(append(lead, &sev, &f.Code, &f.Message, &f.Subject, &f.Count, &first, &last, &examples, &extra)...); err != nil {
+		return f, err
+	}
+	f.Severity, f.FirstSeen, f.LastSeen = runner.Severity(sev), fromMS(first), fromMS(last)
+	if examples != "" {
+		if err := json.Unmarshal([]byte(examples), &f.Examples); err != nil {
+			return f, fmt.Errorf("decode examples of %s: %w", f.Code, err)
+		}
+	}
+	if extra != "" {
+		if err := json.Unmarshal([]byte(extra), &f.Extra); err != nil {
+			return f, fmt.Errorf("decode details of %s: %w", f.Code, err)
+		}
+	}
+	return f, nil
 }
 
 func (h *DB) inTx(ctx context.Context, op string, fn func(*sql.Tx) error) error {
@@ -466,19 +506,17 @@ func (h *DB) Logs(ctx context.Context, runID int64) ([]runner.LogLine, error) {
 
 // Findings implements runner.Reader.
 func (h *DB) Findings(ctx context.Context, runID int64) ([]runner.Finding, error) {
-	rows, err := h.db.QueryContext(ctx, `SELECT severity, code, message, subject FROM findings WHERE run_id = ? ORDER BY id`, runID)
+	rows, err := h.db.QueryContext(ctx, `SELECT `+findingCols+` FROM findings f WHERE run_id = ? ORDER BY id`, runID)
 	if err != nil {
 		return nil, fmt.Errorf("run %d findings: %w", runID, err)
 	}
 	defer rows.Close()
 	var out []runner.Finding
 	for rows.Next() {
-		var f runner.Finding
-		var sev string
-		if err := rows.Scan(&sev, &f.Code, &f.Message, &f.Subject); err != nil {
+		f, err := scanFinding(rows)
+		if err != nil {
 			return nil, fmt.Errorf("run %d findings: %w", runID, err)
 		}
-		f.Severity = runner.Severity(sev)
 		out = append(out, f)
 	}
 	if err := rows.Err(); err != nil {
