@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigilops/vigil/storage/blob/s3/s3test"
 	"github.com/vigilops/vigil/storage/repo"
 )
 
@@ -147,6 +150,63 @@ func TestS3Errors(t *testing.T) {
 			if r.code != exitError || time.Since(start) > 60*time.Second || !strings.Contains(r.stderr, "connection refused") {
 				t.Fatalf("unreachable endpoint: exit %d after %s, %q", r.code, time.Since(start), r.stderr)
 			}
+		})
+	}
+}
+
+// TestS3PruneBesideBackup: prune needs an exclusive lock, so beside a running
+// backup it refuses with exit 11 and names the holder, and the backup is not
+// disturbed; once the backup is done, prune runs. The backup goes through a
+// proxy that trickles bodies so that it is still running when prune starts.
+func TestS3PruneBesideBackup(t *testing.T) {
+	for name, srv := range s3Servers(t) {
+		t.Run(name, func(t *testing.T) {
+			direct := s3Env(t, srv)
+			direct.must("init", "--pack-size", "1")
+			src := t.TempDir()
+			writeFaultData(t, src, 4, 3)
+			direct.must("backup", src)
+			p := s3test.NewFaultProxy(t, srv[0], 0)
+			p.Slow = 50 * time.Millisecond // about 0.6 MB/s per connection
+			slow := viaEndpoint(direct, srv[0], p.URL())
+
+			// 6 MiB of new data: seconds through the slow proxy.
+			src2 := t.TempDir()
+			writeFaultData(t, src2, 6, 4)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			start := time.Now()
+			bk := slow.cmd(ctx, "backup", src2)
+			var bkErr bytes.Buffer
+			bk.Stderr = &bkErr
+			if err := bk.Start(); err != nil {
+				t.Fatal(err)
+			}
+			// Wait until the backup holds its lock.
+			deadline := time.Now().Add(time.Minute)
+			for !strings.Contains(direct.must("locks", "--json").stdout, `"operation":"backup"`) {
+				if time.Now().After(deadline) {
+					t.Fatal("the backup never took its lock")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			for _, args := range [][]string{{"prune"}, {"forget", "--keep-last", "1", "--prune"}} {
+				r := direct.run(args...)
+				if r.code != exitLocked || !strings.Contains(r.stderr, "locked") || !strings.Contains(r.stderr, "backup") ||
+					strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+					t.Fatalf("%s beside a running backup: exit %d, want %d; %q", args[0], r.code, exitLocked, r.stderr)
+				}
+			}
+			refused := time.Since(start)
+			if err := bk.Wait(); err != nil {
+				t.Fatalf("backup beside a refused prune: %v\n%s", err, bkErr.String())
+			}
+			t.Logf("prune refused %s into the backup, which took %s", refused.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+			direct.must("forget", "--keep-last", "1", "--prune")
+			direct.must("check", "--read-data")
+			target := t.TempDir()
+			direct.must("restore", "latest", "--target", target)
+			sameTree(t, src2, repo.TargetPath(target, src2))
 		})
 	}
 }
