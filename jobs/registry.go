@@ -8,7 +8,10 @@ import (
 	"sort"
 
 	"github.com/vigilops/vigil/configs"
+	"github.com/vigilops/vigil/jobs/check"
 	"github.com/vigilops/vigil/jobs/command"
+	"github.com/vigilops/vigil/jobs/filebackup"
+	"github.com/vigilops/vigil/jobs/prune"
 	"github.com/vigilops/vigil/runner"
 )
 
@@ -46,6 +49,11 @@ func NewRegistry(kinds ...Kind) *Registry {
 func Default() *Registry {
 	return NewRegistry(
 		Kind{Name: "command", New: command.New},
+		// files has no default schedule: when a backup runs is the admin's
+		// call, and `vigil config check` shows a job without one as manual.
+		Kind{Name: "files", NeedsRepository: true, New: filebackup.New},
+		Kind{Name: "prune", NeedsRepository: true, DefaultSchedule: prune.DefaultSchedule, New: prune.New},
+		Kind{Name: "check", NeedsRepository: true, DefaultSchedule: check.DefaultSchedule, New: check.New},
 	)
 }
 
