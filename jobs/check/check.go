@@ -91,6 +91,10 @@ type Job struct {
 
 // Run implements runner.Job.
 func (j *Job) Run(ctx context.Context, rc runner.RunContext) error {
+	if runner.IsDryRun(rc) {
+		rc.Log().Info("would check the repository structure", "read_data", j.p.ReadData, "read_data_subset", j.p.ReadDataSubset)
+		return nil
+	}
 	r, err := repojob.Repository(ctx, rc)
 	if err != nil {
 		return fmt.Errorf("check: %w", err)

@@ -86,6 +86,9 @@ type Job struct {
 
 // Run implements runner.Job.
 func (j *Job) Run(ctx context.Context, rc runner.RunContext) error {
+	if runner.IsDryRun(rc) {
+		return j.plan(rc)
+	}
 	r, err := repojob.Repository(ctx, rc)
 	if err != nil {
 		return fmt.Errorf("files: %w", err)
@@ -137,6 +140,30 @@ func (j *Job) Run(ctx context.Context, rc runner.RunContext) error {
 	}
 	if err := j.applyRetention(ctx, rc, r, host, &sum); err != nil {
 		return fmt.Errorf("files: snapshot %s saved, but %w", sn.ID.Short(), err)
+	}
+	return nil
+}
+
+// plan describes a run without opening the repository; it reports the
+// paths that a real run would find missing, the commonest surprise.
+func (j *Job) plan(rc runner.RunContext) error {
+	log := rc.Log()
+	log.Info("would back up", "paths", j.p.Paths, "excludes", j.p.Excludes, "tags", j.p.Tags, "chunking", j.p.Chunking)
+	missing := 0
+	for _, p := range j.p.Paths {
+		if _, err := os.Lstat(p); err != nil {
+			missing++
+			log.Warn("path cannot be read", "path", p, "err", err)
+			rc.AddFinding(runner.Finding{Severity: runner.SeverityWarning, Code: "files.unreadable", Message: err.Error(), Subject: p})
+		}
+	}
+	if j.retention.IsZero() {
+		log.Info("would keep every snapshot (no retention)")
+	} else {
+		log.Info("would then apply retention to this job's snapshots", "policy", fmt.Sprintf("%+v", repojob.Policy(j.retention)))
+	}
+	if missing == len(j.p.Paths) {
+		return fmt.Errorf("files: %w", repo.ErrNothingToBackup)
 	}
 	return nil
 }

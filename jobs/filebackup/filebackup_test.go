@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -197,5 +198,29 @@ func TestConfigErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("with %q: error %v, want %q", tc.with, err, tc.want)
 		}
+	}
+}
+
+func TestRunnerDryRunTouchesNoRepository(t *testing.T) {
+	src := t.TempDir()
+	gone := filepath.Join(src, "not-there")
+	job := build(t, "plan", "paths: ["+src+", "+gone+"]\n", configs.Retention{KeepDaily: 7})
+	rn, err := runner.New([]runner.Spec{{Name: "plan", Kind: "files", Job: job}}, runner.Options{
+		History: runner.NewMemHistory(),
+		OpenRepository: func(context.Context) (any, error) {
+			t.Error("dry run opened the repository")
+			return nil, errors.New("no")
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	res, err := rn.DryRun(context.Background(), "plan", slog.New(slog.NewTextHandler(&log, nil)))
+	if err != nil || res.Err != nil {
+		t.Fatalf("dry run: %v %v", err, res.Err)
+	}
+	if len(res.Findings) != 1 || res.Findings[0].Subject != gone || !strings.Contains(log.String(), "would then apply retention") {
+		t.Errorf("findings %+v, log:\n%s", res.Findings, log.String())
 	}
 }

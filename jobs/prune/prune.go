@@ -78,6 +78,13 @@ type Job struct {
 
 // Run implements runner.Job.
 func (j *Job) Run(ctx context.Context, rc runner.RunContext) error {
+	if runner.IsDryRun(rc) {
+		// The runner's dry run does not open the repository; say what the
+		// plan is. (with: dry_run does open it and lists the decisions.)
+		rc.Log().Info("would apply retention per group, then prune", "group_by", j.p.GroupBy,
+			"policy", fmt.Sprintf("%+v", j.policy), "repack_unused_percent", j.p.RepackUnusedPercent)
+		return nil
+	}
 	r, err := repojob.Repository(ctx, rc)
 	if err != nil {
 		return fmt.Errorf("prune: %w", err)
