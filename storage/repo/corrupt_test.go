@@ -167,8 +167,28 @@ func TestCorruptIndexAndSnapshotAreNamed(t *testing.T) {
 		t.Fatalf("damaged snapshot not named: %+v", chk.DamagedSnapshots)
 	}
 	// Backups refuse to build on an index they cannot authenticate.
-	if _, err := r2.Backup(ctx, BackupOptions{Paths: []string{src}}); err == nil {
-		t.Fatal("backup over a damaged index succeeded")
+	if _, err := r2.Backup(ctx, BackupOptions{Paths: []string{src}}); err == nil || !strings.Contains(err.Error(), "repair index") {
+		t.Fatalf("backup over a damaged index: %v", err)
+	}
+	// Prune refuses too: packs only the damaged index names would look unused.
+	if _, err := r2.Prune(ctx, PruneOptions{}); err == nil {
+		t.Fatal("prune over a damaged index succeeded")
+	}
+	// Restore goes on: what the damaged index listed fails per file, with a hint.
+	sns, err := r2.Snapshots(ctx, func(ID, error) {})
+	if err != nil || len(sns) != 1 {
+		t.Fatalf("intact snapshots: %d %v", len(sns), err)
+	}
+	// Whether the root tree was listed in the damaged index object decides
+	// between "nothing restorable" and "some files fail"; both must say what to do.
+	rres, err := r2.Restore(ctx, sns[0], RestoreOptions{Target: t.TempDir()})
+	if err != nil && !strings.Contains(err.Error(), "repair index") {
+		t.Fatalf("restore with a damaged index object: %v", err)
+	}
+	for _, fe := range rres.errorsOrNil() {
+		if !strings.Contains(fe.Err.Error(), "repair index") {
+			t.Fatalf("restore error without a hint: %v", fe)
+		}
 	}
 	// repair index rebuilds it from the pack headers, then check is clean
 	// except for the damaged snapshot.
@@ -179,6 +199,16 @@ func TestCorruptIndexAndSnapshotAreNamed(t *testing.T) {
 	chk, err = r2.Check(ctx, CheckOptions{ReadData: true})
 	if err != nil || !chk.OK() {
 		t.Fatalf("after repair: %v %+v", err, chk)
+	}
+	target := t.TempDir()
+	if rres, err := r2.Restore(ctx, sns[0], RestoreOptions{Target: target}); err != nil || len(rres.Errors) > 0 {
+		t.Fatalf("restore after repair: %v %v", err, rres)
+	}
+	got, want := treeDigest(t, TargetPath(target, src)), treeDigest(t, src)
+	for k, v := range want {
+		if got[k] != v {
+			t.Fatalf("%s differs after repair", k)
+		}
 	}
 }
 
@@ -238,4 +268,11 @@ func dirSize(t *testing.T, dir string) int64 {
 		n += fi.Size()
 	}
 	return n
+}
+
+func (r *RestoreResult) errorsOrNil() []FileError {
+	if r == nil {
+		return nil
+	}
+	return r.Errors
 }

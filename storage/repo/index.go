@@ -422,37 +422,73 @@ func (mi *MasterIndex) IndexIDs() []ID {
 }
 
 // LoadIndex reads every index object (from the local cache when it has a
-// copy; cached copies are authenticated like downloaded ones).
+// copy; cached copies are authenticated like downloaded ones). Any damaged
+// index object is an error: writers and prune must see the whole index.
 func (r *Repository) LoadIndex(ctx context.Context) (*MasterIndex, error) {
+	mi, damaged, err := r.loadIndex(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(damaged) > 0 {
+		mi.Close()
+		return nil, fmt.Errorf("load index: %w (run vigil repair index)", damaged[0])
+	}
+	return mi, nil
+}
+
+// LoadIndexTolerant is LoadIndex for readers (restore, ls): damaged index
+// objects are skipped and returned, so everything else stays readable; the
+// blobs they listed appear missing.
+func (r *Repository) LoadIndexTolerant(ctx context.Context) (*MasterIndex, []error, error) {
+	return r.loadIndex(ctx)
+}
+
+func (r *Repository) loadIndex(ctx context.Context) (*MasterIndex, []error, error) {
 	ids, err := r.listIDs(ctx, "index/")
 	if err != nil {
-		return nil, fmt.Errorf("load index: %w", err)
+		return nil, nil, fmt.Errorf("load index: %w", err)
 	}
 	mi := newMasterIndex(r.cache)
 	files := make([]*IndexFile, len(ids))
+	errs := make([]error, len(ids))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.conns)
 	for i, id := range ids {
 		g.Go(func() error {
 			f, err := r.LoadIndexFile(gctx, id)
 			if err != nil {
-				return err
+				if gctx.Err() != nil || !errors.Is(err, ErrAuth) && !errors.Is(err, errBadIndex) {
+					return err
+				}
+				errs[i] = fmt.Errorf("index %s is damaged: %w", id.Short(), err)
+				return nil
 			}
 			files[i] = f
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return nil, fmt.Errorf("load index: %w", err)
+		mi.Close()
+		return nil, nil, fmt.Errorf("load index: %w", err)
+	}
+	var damaged []error
+	for _, e := range errs {
+		if e != nil {
+			damaged = append(damaged, e)
+			r.log.Warn("skipping damaged index object", "err", e)
+		}
 	}
 	superseded := map[ID]bool{}
 	for _, f := range files {
+		if f == nil {
+			continue
+		}
 		for _, s := range f.Supersedes {
 			superseded[s] = true
 		}
 	}
 	for i, f := range files {
-		if superseded[ids[i]] {
+		if f == nil || superseded[ids[i]] {
 			continue
 		}
 		mi.files[ids[i]] = true
@@ -461,7 +497,7 @@ func (r *Repository) LoadIndex(ctx context.Context) (*MasterIndex, error) {
 		}
 	}
 	r.pruneCache(ids)
-	return mi, nil
+	return mi, damaged, nil
 }
 
 // LoadIndexFile reads and decodes one index object.

@@ -81,6 +81,8 @@ type restorer struct {
 	total  int64
 	nfiles atomic.Int64
 	nerr   atomic.Int64
+	// indexDamaged adds a hint to "missing from the index" errors.
+	indexDamaged bool
 }
 
 type dirMeta struct {
@@ -114,7 +116,9 @@ func (r *Repository) Restore(ctx context.Context, sn *Snapshot, opts RestoreOpti
 		return nil, fmt.Errorf("restore: %w", err)
 	}
 	defer lock.Unlock()
-	idx, err := r.LoadIndex(ctx)
+	// A damaged index object must not stop the restore of everything else:
+	// files whose blobs it listed fail one by one, with a hint.
+	idx, damaged, err := r.LoadIndexTolerant(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
@@ -127,9 +131,12 @@ func (r *Repository) Restore(ctx context.Context, sn *Snapshot, opts RestoreOpti
 		return nil, fmt.Errorf("restore: %w", err)
 	}
 	defer root.Close()
-	rs := &restorer{r: r, idx: idx, root: root, opts: opts, links: map[[2]uint64]string{}}
+	rs := &restorer{r: r, idx: idx, root: root, opts: opts, links: map[[2]uint64]string{}, indexDamaged: len(damaged) > 0}
 
 	start, startNode, err := rs.resolve(ctx, sn, opts.Path)
+	if err != nil && rs.indexDamaged {
+		return nil, fmt.Errorf("restore: %w (an index object is damaged: run vigil repair index)", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
@@ -163,6 +170,9 @@ func (r *Repository) Restore(ctx context.Context, sn *Snapshot, opts RestoreOpti
 		err = rs.flush(ctx)
 	}
 	rs.closeAll()
+	if err != nil && rs.indexDamaged && ctx.Err() == nil {
+		return nil, fmt.Errorf("restore: %w (an index object is damaged: run vigil repair index)", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
@@ -271,7 +281,14 @@ func (rs *restorer) visit(ctx context.Context, rel, snapPath string, n *Node) er
 		}
 		rs.res.Dirs++
 		rs.dirs = append(rs.dirs, dirMeta{rel: rel, node: n})
-		return rs.walk(ctx, *n.Subtree, rel, snapPath)
+		if err := rs.walk(ctx, *n.Subtree, rel, snapPath); err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			// An unreadable subtree fails that directory, not the restore.
+			rs.fileErr(rel, err)
+		}
+		return nil
 	case NodeSymlink:
 		if err := rs.mkParent(rel); err != nil {
 			return err
@@ -370,6 +387,9 @@ func (rs *restorer) planFile(ctx context.Context, rel string, n *Node) error {
 		pack, e, ok := rs.idx.Lookup(h)
 		if !ok {
 			rf.failed = fmt.Errorf("data blob %s at offset %d is missing from the index", c.ID.Short(), off)
+			if rs.indexDamaged {
+				rf.failed = fmt.Errorf("%w (an index object is damaged: run vigil repair index)", rf.failed)
+			}
 			break
 		}
 		m := rs.plan[pack]
