@@ -42,9 +42,10 @@ func (g *globals) openS3(ctx context.Context, create bool) (blob.Store, error) {
 // backup but not for a run that must end by a deadline, or for a test; these
 // two settings make the time a dead endpoint takes to report computable:
 //
-//	one request gives up within  attempts × timeout + retries × min(timeout, 10s)
+//	one request gives up after about  attempts × timeout + retries × min(timeout, 10s)
 //
-// with attempts = retries + 1. The timeout covers connecting, waiting for an
+// with attempts = retries + 1 ("about": an attempt that first waits out a
+// connect and then an answer can take up to twice the timeout). The timeout covers connecting, waiting for an
 // answer and any stall mid-transfer alike, so that one number bounds them
 // all; the backoff between attempts is capped by it too, so a short timeout
 // is not undone by the default 10 s waits. docs/storage.md has the bound for
