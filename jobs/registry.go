@@ -12,6 +12,7 @@ import (
 	"github.com/vigilops/vigil/jobs/command"
 	"github.com/vigilops/vigil/jobs/filebackup"
 	"github.com/vigilops/vigil/jobs/prune"
+	"github.com/vigilops/vigil/jobs/vmbackup"
 	"github.com/vigilops/vigil/runner"
 )
 
@@ -54,6 +55,7 @@ func Default() *Registry {
 		Kind{Name: "files", NeedsRepository: true, New: filebackup.New},
 		Kind{Name: "prune", NeedsRepository: true, DefaultSchedule: prune.DefaultSchedule, New: prune.New},
 		Kind{Name: "check", NeedsRepository: true, DefaultSchedule: check.DefaultSchedule, New: check.New},
+		Kind{Name: "vmbackup", NeedsRepository: true, New: vmbackup.New},
 	)
 }
 

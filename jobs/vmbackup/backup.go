@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/property"
 	"github.com/vmware/govmomi/vim25/methods"
@@ -204,6 +205,13 @@ func (j *Job) backupVM(ctx context.Context, rc runner.RunContext, s *Session, r 
 	m := &Manifest{Version: manifestVersion, Name: vm.Name, InstanceUUID: vm.InstanceUUID, BIOSUUID: vm.BIOSUUID,
 		InventoryPath: vm.Path, Datacenter: vm.Datacenter, VMX: vm.VMX, PowerState: string(vm.PowerState),
 		Template: vm.Template, Time: start.UTC(), Job: j.name, RunID: rc.RunID()}
+	if vm.Pool != nil {
+		if e, err := find.NewFinder(s.Client).ObjectReference(ctx, *vm.Pool); err == nil {
+			if p, ok := e.(*object.ResourcePool); ok {
+				m.ResourcePool = p.InventoryPath
+			}
+		}
+	}
 	var snap *types.ManagedObjectReference
 	if !vm.Template && vm.PowerState != types.VirtualMachinePowerStatePoweredOff {
 		name := snapshotPrefix + j.name + "-" + start.UTC().Format("20060102T150405Z")

@@ -13,6 +13,9 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/vim25/types"
+
 	"github.com/vigilops/vigil/configs"
 	"github.com/vigilops/vigil/jobs/vmbackup/vmsim"
 	"github.com/vigilops/vigil/runner"
@@ -169,3 +172,28 @@ func (c countingReader) ReadAt(p []byte, off int64) (int, error) {
 	c.n.Add(int64(n))
 	return n, err
 }
+
+// snapshotsOf lists the names of a VM's snapshots.
+func snapshotsOf(t *testing.T, s *vmsim.Sim, vm *object.VirtualMachine) []string {
+	t.Helper()
+	tree, err := snapshotTree(context.Background(), &Session{Client: s.Client().Client}, vm.Reference())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	walkSnapshots(tree, func(x types.VirtualMachineSnapshotTree) { names = append(names, x.Name) })
+	return names
+}
+
+// manifestOf loads the newest manifest of a VM from the repository.
+func manifestOf(t *testing.T, r *repo.Repository, name string) (*repo.Snapshot, *Manifest) {
+	t.Helper()
+	ctx := context.Background()
+	b, err := FindVM(ctx, r, "latest", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.Snapshot, b.Manifest
+}
+
+func configsSecret(s string) configs.Secret { return configs.NewSecret(s) }

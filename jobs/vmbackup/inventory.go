@@ -30,12 +30,13 @@ type VM struct {
 	Snapshots    []types.VirtualMachineSnapshotTree
 	Files        []types.VirtualMachineFileLayoutExFileInfo
 	Accessible   bool
+	Pool         *types.ManagedObjectReference
 }
 
 var vmProps = []string{
 	"name", "parent", "config.instanceUuid", "config.uuid", "config.template", "config.changeTrackingEnabled",
 	"config.hardware.device", "config.files.vmPathName", "runtime.powerState", "runtime.consolidationNeeded",
-	"snapshot", "layoutEx.file",
+	"snapshot", "layoutEx.file", "resourcePool",
 }
 
 // Inventory lists every VM with its inventory path, in two property
@@ -100,6 +101,7 @@ func (s *Session) Inventory(ctx context.Context) ([]*VM, error) {
 		vm := &VM{Ref: mv.Self, Name: mv.Name, PowerState: mv.Runtime.PowerState}
 		vm.Path, vm.Datacenter = pathOf(mv.Name, mv.Parent)
 		vm.Consolidate = mv.Runtime.ConsolidationNeeded
+		vm.Pool = mv.ResourcePool
 		if c := mv.Config; c != nil {
 			vm.Accessible = true
 			vm.InstanceUUID, vm.BIOSUUID, vm.Template = c.InstanceUuid, c.Uuid, c.Template

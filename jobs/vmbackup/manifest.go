@@ -22,6 +22,7 @@ type Manifest struct {
 	BIOSUUID      string     `json:"bios_uuid,omitempty"`
 	InventoryPath string     `json:"inventory_path"`
 	Datacenter    string     `json:"datacenter"`
+	ResourcePool  string     `json:"resource_pool,omitempty"` // inventory path
 	VMX           string     `json:"vmx"`
 	GuestID       string     `json:"guest_id,omitempty"`
 	NumCPU        int32      `json:"num_cpu,omitempty"`

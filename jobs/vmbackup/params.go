@@ -167,8 +167,8 @@ func (c Connection) validate(w configs.With) configs.Errors {
 	var errs configs.Errors
 	if c.URL == "" {
 		errs = append(errs, w.Errorf("url", "is required, e.g. https://vcenter.example.org"))
-	} else if !strings.HasPrefix(c.URL, "https://") && !strings.HasPrefix(c.URL, "http://") {
-		errs = append(errs, w.Errorf("url", "must start with https://, got %q", c.URL))
+	} else if !strings.HasPrefix(c.URL, "https://") && !(c.Insecure && strings.HasPrefix(c.URL, "http://")) {
+		errs = append(errs, w.Errorf("url", "must start with https:// (http:// only with insecure: true), got %q", c.URL))
 	}
 	if c.User == "" {
 		errs = append(errs, w.Errorf("user", "is required"))

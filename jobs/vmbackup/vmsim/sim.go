@@ -14,6 +14,7 @@ package vmsim
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net/url"
 	"os"
@@ -72,17 +73,20 @@ func Start(ctx context.Context) (*Sim, error) {
 	if err := m.Create(); err != nil {
 		return nil, fmt.Errorf("vmsim: create model: %w", err)
 	}
+	// Real credentials, so that a wrong password is rejected.
+	m.Service.Listen = &url.URL{User: url.UserPassword("administrator@vsphere.local", "vigil-sim")}
+	m.Service.TLS = new(tls.Config)
 	srv := m.Service.NewServer()
 	s := &Sim{Model: m, Server: srv, PageAreas: 4, tracks: map[string]*track{}}
 	u := *srv.URL
-	if u.User != nil {
-		s.User = u.User.Username()
-		s.Password, _ = u.User.Password()
-	}
 	u.User = nil
 	s.URL = &u
+	s.User = "administrator@vsphere.local"
+	s.Password = "vigil-sim"
 	m.Map().Handler = s.handler
-	c, err := govmomi.NewClient(ctx, srv.URL, true)
+	cu := u
+	cu.User = url.UserPassword(s.User, s.Password)
+	c, err := govmomi.NewClient(ctx, &cu, true)
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("vmsim: connect: %w", err)
