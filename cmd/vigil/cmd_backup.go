@@ -32,13 +32,7 @@ func newBackupCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			for _, fe := range res.Errors {
-				if g.json {
-					_ = g.emit(map[string]any{"message_type": "error", "path": fe.Path, "error": fe.Err.Error()})
-				} else {
-					fmt.Fprintf(g.stderr, "vigil: skipped %s\n", fe.Error())
-				}
-			}
+			g.fileErrors("skipped", res.Errors)
 			sn := res.Snapshot
 			s := sn.Summary
 			secs := s.End.Sub(s.Start).Seconds()

@@ -41,13 +41,7 @@ func newRestoreCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			for _, fe := range res.Errors {
-				if g.json {
-					_ = g.emit(map[string]any{"message_type": "error", "path": fe.Path, "error": fe.Err.Error()})
-				} else {
-					fmt.Fprintf(g.stderr, "vigil: failed to restore %s\n", fe.Error())
-				}
-			}
+			g.fileErrors("failed to restore", res.Errors)
 			if g.json {
 				_ = g.emit(map[string]any{"message_type": "summary", "snapshot_id": sn.ID.String(), "files": res.Files,
 					"dirs": res.Dirs, "bytes": res.Bytes, "errors": len(res.Errors), "target": o.Target})

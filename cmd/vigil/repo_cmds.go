@@ -230,3 +230,14 @@ func (g *globals) out(format string, args ...any) {
 	}
 	fmt.Fprintf(g.stdout, format, args...)
 }
+
+// fileErrors reports per-file failures of a partial backup or restore.
+func (g *globals) fileErrors(verb string, errs []repo.FileError) {
+	for _, fe := range errs {
+		if g.json {
+			_ = g.emit(map[string]any{"message_type": "error", "path": fe.Path, "error": fe.Err.Error()})
+		} else {
+			fmt.Fprintf(g.stderr, "vigil: %s %s\n", verb, fe.Error())
+		}
+	}
+}

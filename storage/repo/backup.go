@@ -159,23 +159,7 @@ func (r *Repository) Backup(ctx context.Context, opts BackupOptions) (*BackupRes
 	}
 	if opts.Progress != nil {
 		a.estTotal = scanSize(ctx, abs, a)
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t := time.NewTicker(500 * time.Millisecond)
-			defer t.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-t.C:
-					opts.Progress(a.progress())
-				}
-			}
-		}()
-		defer func() { close(stop); wg.Wait(); opts.Progress(a.progress()) }()
+		defer every(500*time.Millisecond, func() { opts.Progress(a.progress()) })()
 	}
 
 	a.w = r.NewWriter(ctx, idx)

@@ -141,23 +141,7 @@ func (r *Repository) Restore(ctx context.Context, sn *Snapshot, opts RestoreOpti
 		return nil, fmt.Errorf("restore: %w", err)
 	}
 	if opts.Progress != nil {
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t := time.NewTicker(500 * time.Millisecond)
-			defer t.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-t.C:
-					opts.Progress(rs.progress())
-				}
-			}
-		}()
-		defer func() { close(stop); wg.Wait(); opts.Progress(rs.progress()) }()
+		defer every(500*time.Millisecond, func() { opts.Progress(rs.progress()) })()
 	}
 	rs.resetPlan()
 	if startNode != nil {
