@@ -84,6 +84,10 @@ func newDemoCmd(g *globals) *cobra.Command {
 				return fmt.Errorf("demo: restored data differs: %w", err)
 			}
 			g.out("restore: %d files, %s, byte-identical to the source\n", rres.Files, humanBytes(rres.Bytes))
+			// VM backups: a vCenter simulator in process, two nights, restores.
+			if err := runVMDemo(ctx, g, r, dir); err != nil {
+				return fmt.Errorf("demo: VM backup: %w", err)
+			}
 			if g.json {
 				_ = g.emit(map[string]any{"message_type": "summary", "dir": dir, "restored_files": rres.Files, "check_ok": true})
 			}

@@ -96,6 +96,7 @@ func run(ctx context.Context, args []string) int {
 	// Subcommands; each constructor lives in its own file.
 	root.AddCommand(
 		newVersionCmd(g),
+		newVMCmd(g),
 	)
 	addRepoCommands(root, g)
 	addRunnerCommands(root, g)

@@ -204,3 +204,13 @@ func parseThumbprint(s string) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// ConnectionOf returns the vCenter connection of a vmbackup job's config,
+// for commands (restore as new) that talk to the same vCenter.
+func ConnectionOf(job configs.Job) (Connection, error) {
+	p, err := parseParams(job.With)
+	if err != nil {
+		return Connection{}, err
+	}
+	return p.Connection(), nil
+}
