@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vigilops/vigil/jobs"
 )
 
 // writeConfig writes a runner config whose history lives in dir.
@@ -32,7 +34,7 @@ func TestRunnerCLIConfigCheck(t *testing.T) {
 	want := bad + `:7: jobs[0].schedule: invalid schedule "61 * * * *": end of range (61) above maximum (59): 61
 ` + bad + `:8: jobs[0].retrys: unknown field (did you mean "retries"?)
 ` + bad + `:10: jobs[1].name: duplicate job name "a" (first defined at line 5)
-` + bad + `:11: jobs[1].kind: unknown kind "tape" (known: command)
+` + bad + `:11: jobs[1].kind: unknown kind "tape" (known: ` + strings.Join(jobs.Default().Kinds(), ", ") + `)
 `
 	if r.code != exitUsage || r.stdout != want {
 		t.Errorf("exit %d\nstdout:\n%s\nwant:\n%s", r.code, r.stdout, want)
