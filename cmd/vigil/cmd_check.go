@@ -17,6 +17,9 @@ func newCheckCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			if o.Subset != "" {
+				if err := repo.ValidateSubset(o.Subset); err != nil {
+					return withCode(exitUsage, err)
+				}
 				o.ReadData = true
 			}
 			r, err := g.openRepo(ctx)

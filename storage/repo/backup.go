@@ -171,7 +171,7 @@ func (r *Repository) Backup(ctx context.Context, opts BackupOptions) (*BackupRes
 	}
 	if len(a.errs) == len(abs) && a.sum.FilesNew+a.sum.FilesChanged+a.sum.FilesUnchanged+a.sum.Dirs == 0 {
 		a.w.Abort()
-		return &BackupResult{Errors: a.errs}, fmt.Errorf("backup: %w", ErrNothingToBackup)
+		return &BackupResult{Errors: a.errs}, fmt.Errorf("backup: %w: %v", ErrNothingToBackup, a.errs[0])
 	}
 	username := ""
 	if u, err := user.Current(); err == nil {
@@ -317,7 +317,8 @@ func (a *archiver) addErr(path string, err error) {
 	a.errs = append(a.errs, FileError{Path: path, Err: err})
 	a.errMu.Unlock()
 	a.nerr.Add(1)
-	a.r.log.Warn("skipping unreadable path", "path", path, "err", err)
+	// Info, not Warn: callers report these errors themselves (CLI, run log).
+	a.r.log.Info("skipping unreadable path", "path", path, "err", err)
 }
 
 func (a *archiver) excluded(full, name string) bool {

@@ -343,6 +343,12 @@ func (r *Repository) loadIndexNoCache(ctx context.Context, id ID) (*IndexFile, e
 	return decodeIndex(plain)
 }
 
+// ValidateSubset checks a --read-data-subset value without opening anything.
+func ValidateSubset(s string) error {
+	_, err := parseSubset(s)
+	return err
+}
+
 func parseSubset(s string) (func(ID) bool, error) {
 	if s == "" {
 		return func(ID) bool { return true }, nil
