@@ -17,6 +17,9 @@ go vet ./...
 echo "== go test"
 go test -count=1 -timeout 40m ./...
 
+echo "== race detector on the concurrent packages"
+go test -count=1 -race -timeout 20m ./storage/repo/ ./runner/...
+
 echo "== fuzz ($FUZZTIME each)"
 # Every func FuzzXxx in a _test.go file, run in its own package.
 grep -rl --include='*_test.go' '^func Fuzz' . | while read -r f; do
