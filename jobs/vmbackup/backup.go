@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/url"
 	"path"
@@ -319,6 +320,8 @@ func (j *Job) backupDisk(ctx context.Context, rc runner.RunContext, s *Session, 
 	}
 	var base *repo.Node
 	var unchanged func(off, n int64) bool
+	var baseImg *baseImage
+	var changed []Area
 	switch {
 	case prevM == nil:
 		db.Why = "first backup of this VM"
@@ -341,7 +344,13 @@ func (j *Job) backupDisk(ctx context.Context, rc runner.RunContext, s *Session, 
 			db.Why = "changed areas unavailable: " + err.Error()
 			break
 		}
+		bi, err := newBaseImage(ctx, b.Repository(), b.Index(), node)
+		if err != nil {
+			db.Why = "last image unreadable: " + err.Error()
+			break
+		}
 		base, unchanged, db.Read, db.Changed = node, unchangedFunc(areas), "changed", sumAreas(areas)
+		baseImg, changed = bi, coalesce(areas, areaGap)
 	}
 	if db.Why != "" {
 		log.Info("reading whole disk", "disk", d.Label, "why", db.Why)
@@ -353,9 +362,13 @@ func (j *Job) backupDisk(ctx context.Context, rc runner.RunContext, s *Session, 
 		return db, fmt.Errorf("%s: %w", d.Label, err)
 	}
 	defer rd.Close()
-	var src DiskReader = rd
+	var dr DiskReader = rd
 	if j.wrapReader != nil {
-		src = j.wrapReader(vm.Name, d.Index, rd)
+		dr = j.wrapReader(vm.Name, d.Index, rd)
+	}
+	var src io.ReaderAt = dr
+	if baseImg != nil {
+		src = &mergedReader{disk: dr, base: baseImg, areas: changed}
 	}
 	_, st, err := b.AddImage(ctx, db.Image, src, d.Capacity, meta, base, unchanged)
 	db.BytesRead, db.BytesReused, db.Fetched = st.BytesRead, st.BytesReused, rd.Fetched()

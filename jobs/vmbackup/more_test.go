@@ -57,7 +57,7 @@ func TestRenameKeepsChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	sn, m := manifestOf(t, r, "circulation")
-	if m.Disks[0].Read != "changed" || read.Load() != 64*mib {
+	if m.Disks[0].Read != "changed" || read.Load() != 4096 {
 		t.Fatalf("after rename: disk read %q (%s), %d bytes fetched; want the changed segment only", m.Disks[0].Read, m.Disks[0].Why, read.Load())
 	}
 	if sn.Parent == nil {

@@ -184,6 +184,12 @@ func (r *rangeReader) probe(ctx context.Context) (int64, error) {
 }
 
 func (r *rangeReader) ReadAt(p []byte, off int64) (int, error) {
+	return r.readAtUntil(p, off, off+streamWindow)
+}
+
+// readAtUntil is ReadAt for a caller that will read on up to until: a new
+// request asks for no more than that.
+func (r *rangeReader) readAtUntil(p []byte, off, until int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("read %s: negative offset", r.name)
 	}
@@ -203,7 +209,7 @@ func (r *rangeReader) ReadAt(p []byte, off int64) (int, error) {
 			break
 		}
 		lim := min(int64(len(want)-n), r.fileSize-o)
-		m, err := r.readFile(want[n:n+int(lim)], o)
+		m, err := r.readFile(want[n:n+int(lim)], o, max(until, o+lim))
 		n += m
 		if err != nil {
 			return n, err
@@ -217,7 +223,7 @@ func (r *rangeReader) ReadAt(p []byte, off int64) (int, error) {
 
 // readFile fills p from the file at off, continuing an idle response that
 // stands at off if there is one. A broken response is reopened once.
-func (r *rangeReader) readFile(p []byte, off int64) (int, error) {
+func (r *rangeReader) readFile(p []byte, off, until int64) (int, error) {
 	n := 0
 	retried := false
 	for n < len(p) {
@@ -225,7 +231,7 @@ func (r *rangeReader) readFile(p []byte, off int64) (int, error) {
 		s := r.take(o)
 		if s == nil {
 			var err error
-			if s, err = r.open(o); err != nil {
+			if s, err = r.open(o, until); err != nil {
 				return n, err
 			}
 		}
@@ -273,8 +279,8 @@ func (r *rangeReader) put(s *stream) {
 	}
 }
 
-func (r *rangeReader) open(off int64) (*stream, error) {
-	end := min(off+streamWindow, r.fileSize)
+func (r *rangeReader) open(off, until int64) (*stream, error) {
+	end := min(until, off+streamWindow, r.fileSize)
 	hdr := map[string]string{"Range": fmt.Sprintf("bytes=%d-%d", off, end-1)}
 	res, err := r.c.DownloadRequest(r.ctx, r.u, &soap.Download{Method: http.MethodGet, Headers: hdr})
 	if err != nil {
