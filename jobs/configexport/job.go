@@ -31,8 +31,9 @@ const maxFindingDiff = 64 << 10
 // source produces one target's raw export.
 type source interface {
 	// export writes the raw output to out. It returns when done or when
-	// ctx ends (the target's timeout).
-	export(ctx context.Context, out *capture, log *slog.Logger) error
+	// ctx ends (the target's timeout). Device text quoted in an error
+	// (stderr, the last line seen) goes through red first.
+	export(ctx context.Context, out *capture, log *slog.Logger, red *redactor) error
 }
 
 // ruleSource is a source with its own normalisation and redaction rules
@@ -383,7 +384,7 @@ func (j *Job) exportOne(ctx context.Context, t *target, log *slog.Logger) (res r
 	tctx, cancel := context.WithTimeoutCause(ctx, t.timeout, errTargetTimeout)
 	defer cancel()
 	out := newCapture(t.maxOutput)
-	err := t.src.export(tctx, out, log)
+	err := t.src.export(tctx, out, log, t.redactor)
 	if err != nil {
 		if context.Cause(tctx) == errTargetTimeout {
 			err = fmt.Errorf("timed out after %s: %w", t.timeout, err)

@@ -20,15 +20,15 @@ var builtinRules = []*regexp.Regexp{
 	// `password: hunter2` (YAML), `token=abc` (ini).
 	regexp.MustCompile(`(?i)(?:\b|_)(?:password|passwd|passphrase|wpa-passphrase|wpa_passphrase|psk|pre-shared-key|preshared-key|shared-secret|secret|community|auth-key|priv-key|auth-pass|priv-pass|key-string|api[-_]?key|api[-_]?token|access[-_]?token|bearer|token)(?:\s*[:=]\s*|\s+)` +
 		`(?:(?:[0-9]|sha1|sha256|sha512|md5|plaintext|plain|ciphertext|cipher|encrypted|hashed|hash|manager|operator|unrestricted|restricted|user-name\s+\S+|sha|aes|des|auth|priv)\s+)*` +
-		`("[^"\n]*"|'[^'\n]*'|[^\s"']+)`),
+		`(\\"[^"\\\n]*\\"|"[^"\n]*"|'[^'\n]*'|[^\s"']+)`),
 	// RADIUS and TACACS+ server keys: `radius-server host 10.1.1.1 key "s3cret"`, `tacacs-server key 2 $x`.
-	regexp.MustCompile(`(?im)^\s*(?:radius|tacacs)\S*\s.*?\bkey\s+(?:[0-9]\s+)?("[^"\n]*"|\S+)`),
+	regexp.MustCompile(`(?i)\b(?:radius|tacacs)\S*\s[^\n]*?\bkey\s+(?:[0-9]\s+)?(\\"[^"\\\n]*\\"|"[^"\n]*"|\S+)`),
 	// SNMPv3 users: `snmpv3 user "mon" auth sha "pw" priv aes "pw"`.
 	regexp.MustCompile(`(?i)\bsnmpv3\s+user\s+\S+\s+auth\s+\S+\s+("[^"\n]*"|\S+)(?:\s+priv\s+\S+\s+("[^"\n]*"|\S+))?`),
 	// JSON string values under secret-like keys: "adminPassword": "x".
 	regexp.MustCompile(`(?i)"[^"\n]*(?:password|passwd|passphrase|secret|token|psk|apikey|api_key|api-key|community|privatekey|private_key)[^"\n]*"\s*:\s*("(?:[^"\\\n]|\\.)*")`),
 	// crypt(3) hashes, as in /etc/shadow: user:$6$salt$hash:...
-	regexp.MustCompile(`(?m)^[^:\s]+:(\$[0-9a-z]+\$[^:\s]+):`),
+	regexp.MustCompile(`(?m)(?:^|[\s"])[^:\s"]+:(\$[0-9a-z]+\$[^:\s]+):`),
 	// PEM private keys.
 	regexp.MustCompile(`(?s)-----BEGIN [A-Z ]*PRIVATE KEY-----(.*?)-----END [A-Z ]*PRIVATE KEY-----`),
 }
@@ -91,6 +91,10 @@ func redactAll(re *regexp.Regexp, text string) string {
 
 // mask keeps surrounding quotes so the redacted line keeps its shape.
 func mask(secret string) string {
+	// A quoted secret inside an error message that was itself quoted.
+	if len(secret) >= 4 && strings.HasPrefix(secret, `\"`) && strings.HasSuffix(secret, `\"`) {
+		return `\"` + Redacted + `\"`
+	}
 	if len(secret) >= 2 {
 		q := secret[0]
 		if (q == '"' || q == '\'') && secret[len(secret)-1] == q {

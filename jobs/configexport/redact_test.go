@@ -1,6 +1,7 @@
 package configexport
 
 import (
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -29,6 +30,10 @@ func TestRedactEverySecretKind(t *testing.T) {
 	}
 	if again := defaultRedactor.Redact(got); again != got {
 		t.Errorf("redaction is not idempotent:\n%s", again)
+	}
+	// Device lines quoted into error messages (%q escapes the quotes).
+	for _, line := range SplitLines(night1) {
+		assertNoSecrets(t, "quoted line", defaultRedactor.Redact(fmt.Sprintf("last output: %q", line)))
 	}
 	js := "{\n  \"adminPassword\": \"hunter2\\\"x\",\n  \"wlan\": {\"psk\": \"abc123\"},\n  \"name\": \"ok\"\n}"
 	red := defaultRedactor.Redact(js)

@@ -44,7 +44,7 @@ func newCommand(c CommandSource) (source, error) {
 	return &commandSource{c: c}, nil
 }
 
-func (s *commandSource) export(ctx context.Context, out *capture, log *slog.Logger) error {
+func (s *commandSource) export(ctx context.Context, out *capture, log *slog.Logger, red *redactor) error {
 	c := s.c
 	cmd := exec.CommandContext(ctx, c.Argv[0], c.Argv[1:]...)
 	cmd.Dir = c.Dir
@@ -76,7 +76,7 @@ func (s *commandSource) export(ctx context.Context, out *capture, log *slog.Logg
 		return fmt.Errorf("command %s: stopped: %w", c.Argv[0], context.Cause(ctx))
 	}
 	if msg := stderr.String(); msg != "" {
-		return fmt.Errorf("command %s: %w: %s", c.Argv[0], err, lastLine(msg))
+		return fmt.Errorf("command %s: %w: %s", c.Argv[0], err, red.Redact(lastLine(msg)))
 	}
 	return fmt.Errorf("command %s: %w", c.Argv[0], err)
 }

@@ -141,7 +141,7 @@ func (s *httpSource) client() (*http.Client, error) {
 	return &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}, nil
 }
 
-func (s *httpSource) export(ctx context.Context, out *capture, log *slog.Logger) error {
+func (s *httpSource) export(ctx context.Context, out *capture, log *slog.Logger, red *redactor) error {
 	h := s.h
 	cl, err := s.client()
 	if err != nil {
@@ -176,7 +176,7 @@ func (s *httpSource) export(ctx context.Context, out *capture, log *slog.Logger)
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
-		return fmt.Errorf("http %s %s: status %s: %s", h.Method, h.URL, resp.Status, strings.TrimSpace(string(snippet)))
+		return fmt.Errorf("http %s %s: status %s: %s", h.Method, h.URL, resp.Status, red.Redact(strings.TrimSpace(string(snippet))))
 	}
 	format := h.Format
 	if format == "auto" {

@@ -225,7 +225,7 @@ func (s *sshSource) dial(ctx context.Context) (*ssh.Client, error) {
 	return ssh.NewClient(cc, chans, reqs), nil
 }
 
-func (s *sshSource) export(ctx context.Context, out *capture, log *slog.Logger) error {
+func (s *sshSource) export(ctx context.Context, out *capture, log *slog.Logger, red *redactor) error {
 	client, err := s.dial(ctx)
 	if err != nil {
 		return err
@@ -235,13 +235,13 @@ func (s *sshSource) export(ctx context.Context, out *capture, log *slog.Logger) 
 	stop := context.AfterFunc(ctx, func() { client.Close() })
 	defer stop()
 	if s.prof.Mode == "exec" {
-		return s.execAll(ctx, client, out, log)
+		return s.execAll(ctx, client, out, log, red)
 	}
-	return s.shell(ctx, client, out, log)
+	return s.shell(ctx, client, out, log, red)
 }
 
 // execAll runs each command on its own channel, stdout into out.
-func (s *sshSource) execAll(ctx context.Context, client *ssh.Client, out *capture, log *slog.Logger) error {
+func (s *sshSource) execAll(ctx context.Context, client *ssh.Client, out *capture, log *slog.Logger, red *redactor) error {
 	for _, cmd := range s.cmds {
 		if len(s.cmds) > 1 {
 			fmt.Fprintf(out, "### %s\n", cmd)
@@ -257,7 +257,7 @@ func (s *sshSource) execAll(ctx context.Context, client *ssh.Client, out *captur
 		sess.Close()
 		if err != nil {
 			if msg := stderr.String(); msg != "" {
-				return fmt.Errorf("ssh %s: %q: %w: %s", s.s.Host, cmd, ctxErr(ctx, err), lastLine(msg))
+				return fmt.Errorf("ssh %s: %q: %w: %s", s.s.Host, cmd, ctxErr(ctx, err), red.Redact(lastLine(msg)))
 			}
 			return fmt.Errorf("ssh %s: %q: %w", s.s.Host, cmd, ctxErr(ctx, err))
 		}
@@ -276,7 +276,7 @@ func ctxErr(ctx context.Context, err error) error {
 
 // shell drives an interactive CLI: wait for the prompt, send pre-commands,
 // then each command, keeping only the commands' output.
-func (s *sshSource) shell(ctx context.Context, client *ssh.Client, out *capture, log *slog.Logger) error {
+func (s *sshSource) shell(ctx context.Context, client *ssh.Client, out *capture, log *slog.Logger, red *redactor) error {
 	sess, err := client.NewSession()
 	if err != nil {
 		return fmt.Errorf("ssh %s: new session: %w", s.s.Host, ctxErr(ctx, err))
@@ -303,7 +303,7 @@ func (s *sshSource) shell(ctx context.Context, client *ssh.Client, out *capture,
 		enable = s.s.Password
 	}
 	sh := &expecter{
-		in: stdin, prof: p, chunks: make(chan []byte, 16), done: make(chan struct{}),
+		in: stdin, prof: p, chunks: make(chan []byte, 16), done: make(chan struct{}), red: red,
 		secrets: strings.NewReplacer("{{password}}", s.s.Password.Reveal(), "{{enable_password}}", enable.Reveal()),
 	}
 	go sh.readLoop(stdout)
@@ -347,7 +347,8 @@ type expecter struct {
 	done     chan struct{} // closed when the session is over: readLoop stops
 	readErr  error         // set before chunks is closed
 	secrets  *strings.Replacer
-	pending  []byte // the unfinished last line, raw
+	red      *redactor // lastSeen is redacted before it is kept
+	pending  []byte    // the unfinished last line, raw
 	lastSeen string
 }
 
@@ -386,7 +387,7 @@ func (e *expecter) until(ctx context.Context, what string, out io.Writer, echo s
 	emit := func(line []byte) {
 		vis := strings.TrimSpace(terminalLine(stripANSI(string(line))))
 		if vis != "" {
-			e.lastSeen = vis
+			e.lastSeen = e.red.Redact(vis)
 		}
 		if first {
 			first = false
@@ -402,7 +403,7 @@ func (e *expecter) until(ctx context.Context, what string, out io.Writer, echo s
 	for {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("no %s: %w; last output: %q", what, context.Cause(ctx), e.lastSeen)
+			return fmt.Errorf("%s did not come: %w; last output: %q", what, context.Cause(ctx), e.lastSeen)
 		case chunk, ok := <-e.chunks:
 			if !ok {
 				err := e.readErr
@@ -426,7 +427,7 @@ func (e *expecter) until(ctx context.Context, what string, out io.Writer, echo s
 			}
 			vis := strings.TrimRight(terminalLine(stripANSI(string(e.pending))), "\r")
 			if strings.TrimSpace(vis) != "" {
-				e.lastSeen = vis
+				e.lastSeen = e.red.Redact(vis)
 			}
 			switch {
 			case e.prof.prompt.MatchString(vis):

@@ -173,7 +173,7 @@ func (s *vcenterSource) connect(ctx context.Context) (*govmomi.Client, error) {
 	return c, nil
 }
 
-func (s *vcenterSource) export(ctx context.Context, out *capture, log *slog.Logger) error {
+func (s *vcenterSource) export(ctx context.Context, out *capture, log *slog.Logger, red *redactor) error {
 	c, err := s.connect(ctx)
 	if err != nil {
 		return err
