@@ -97,6 +97,7 @@ func run(ctx context.Context, args []string) int {
 	root.AddCommand(
 		newVersionCmd(g),
 		newVMCmd(g),
+		newConfigsCmd(g),
 	)
 	addRepoCommands(root, g)
 	addRunnerCommands(root, g)
