@@ -14,7 +14,9 @@ import (
 	"github.com/vigilops/vigil/storage/repo"
 )
 
-func newRepo(t *testing.T) *repo.Repository {
+func newRepo(t *testing.T) *repo.Repository { return newRepoB(t) }
+
+func newRepoB(t testing.TB) *repo.Repository {
 	t.Helper()
 	st, err := local.Open(filepath.Join(t.TempDir(), "repo"), true)
 	if err != nil {
@@ -28,7 +30,7 @@ func newRepo(t *testing.T) *repo.Repository {
 	return r
 }
 
-func build(t *testing.T, with string) *Job {
+func build(t testing.TB, with string) *Job {
 	t.Helper()
 	w, err := configs.ParseWith(with)
 	if err != nil {
@@ -44,7 +46,7 @@ func build(t *testing.T, with string) *Job {
 // harness runs a job through a real runner against one repository and
 // one history, night after night.
 type harness struct {
-	t    *testing.T
+	t    testing.TB
 	r    *repo.Repository
 	hist *runner.MemHistory
 }
