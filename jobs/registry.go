@@ -12,6 +12,7 @@ import (
 	"github.com/vigilops/vigil/jobs/command"
 	"github.com/vigilops/vigil/jobs/configexport"
 	"github.com/vigilops/vigil/jobs/filebackup"
+	"github.com/vigilops/vigil/jobs/loganalyze"
 	"github.com/vigilops/vigil/jobs/logrotate"
 	"github.com/vigilops/vigil/jobs/prune"
 	"github.com/vigilops/vigil/jobs/vmbackup"
@@ -53,6 +54,7 @@ func Default() *Registry {
 	return NewRegistry(
 		Kind{Name: "command", New: command.New},
 		Kind{Name: "logrotate", DefaultSchedule: "0 0 * * *", New: logrotate.New},
+		Kind{Name: "loganalyze", DefaultSchedule: "30 6 * * *", New: loganalyze.New},
 		Kind{Name: configexport.Kind, NeedsRepository: true, New: configexport.New},
 		// files has no default schedule: when a backup runs is the admin's
 		// call, and `vigil config check` shows a job without one as manual.
