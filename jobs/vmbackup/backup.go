@@ -319,7 +319,6 @@ func (j *Job) backupDisk(ctx context.Context, rc runner.RunContext, s *Session, 
 		}
 	}
 	var base *repo.Node
-	var unchanged func(off, n int64) bool
 	var baseImg *baseImage
 	var changed []Area
 	switch {
@@ -349,7 +348,7 @@ func (j *Job) backupDisk(ctx context.Context, rc runner.RunContext, s *Session, 
 			db.Why = "last image unreadable: " + err.Error()
 			break
 		}
-		base, unchanged, db.Read, db.Changed = node, unchangedFunc(areas), "changed", sumAreas(areas)
+		base, db.Read, db.Changed = node, "changed", sumAreas(areas)
 		baseImg, changed = bi, coalesce(areas, areaGap)
 	}
 	if db.Why != "" {
@@ -370,7 +369,18 @@ func (j *Job) backupDisk(ctx context.Context, rc runner.RunContext, s *Session, 
 	if baseImg != nil {
 		src = &mergedReader{disk: dr, base: baseImg, areas: changed}
 	}
-	_, st, err := b.AddImage(ctx, db.Image, src, d.Capacity, meta, base, unchanged)
+	var st repo.ImageStats
+	if base != nil {
+		// Re-chunk only around the changed areas; the chunker's read-ahead
+		// past a change is served from last night's image, not vCenter.
+		ext := make([]repo.Extent, len(changed))
+		for i, a := range changed {
+			ext[i] = repo.Extent{Off: a.Start, Len: a.Length}
+		}
+		_, st, err = b.AddImageExtents(ctx, db.Image, src, d.Capacity, meta, base, ext)
+	} else {
+		_, st, err = b.AddImage(ctx, db.Image, src, d.Capacity, meta, nil, nil)
+	}
 	db.BytesRead, db.BytesReused, db.Fetched = st.BytesRead, st.BytesReused, rd.Fetched()
 	if err != nil {
 		return db, fmt.Errorf("%s: %w", d.Label, err)

@@ -3,7 +3,6 @@ package vmbackup
 import (
 	"context"
 	"fmt"
-	"sort"
 
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/vim25/methods"
@@ -93,15 +92,6 @@ func changedAreas(ctx context.Context, s *Session, vm, snap *types.ManagedObject
 		off = next
 	}
 	return out, nil
-}
-
-// unchangedFunc answers "did nothing in [off, off+n) change" for sorted,
-// non-overlapping areas.
-func unchangedFunc(areas []Area) func(off, n int64) bool {
-	return func(off, n int64) bool {
-		i := sort.Search(len(areas), func(i int) bool { return areas[i].Start+areas[i].Length > off })
-		return i == len(areas) || areas[i].Start >= off+n
-	}
 }
 
 func sumAreas(areas []Area) int64 {

@@ -112,7 +112,12 @@ func TestScatteredChangesReadOnlyChangedAreas(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, m := manifestOf(t, r, "web")
-	if d := m.Disks[0]; d.Read != "changed" || d.Changed != changed || d.BytesRead != size {
+	// Only the neighbourhood of each change is chunked again (AddImageExtents):
+	// from the chunk boundary before it to the first boundary after it that
+	// last night's chunking shares. In this disk's 1 MiB runs of repeated text
+	// chunks are all maximum-size, so that can be the end of the run (about
+	// 1 MiB a change here); everything else is last night's chunks.
+	if d := m.Disks[0]; d.Read != "changed" || d.Changed != changed || d.BytesRead > size/2 || d.BytesRead+d.BytesReused != size {
 		t.Fatalf("disk record: %+v (changed %d)", d, changed)
 	}
 	if read.Load() != changed {

@@ -58,6 +58,7 @@ func (b *Builder) AddImageExtents(ctx context.Context, p string, src ImageSource
 		}
 	}
 	ext := normalizeExtents(changed, size)
+	pieces = splitZeroRuns(pieces, ext, int64(prof.Min))
 	var cb contentBuilder
 	var st ImageStats
 	for i, ei := 0, 0; i < len(pieces); {
@@ -72,11 +73,17 @@ func (b *Builder) AddImageExtents(ctx context.Context, p string, src ImageSource
 		}
 		var refs []ContentRef
 		var read int64
+		from := pc.off
 		refs, i, ei, read, err = b.rechunk(ctx, src, size, prof, pieces, i, ext, ei)
 		if err != nil {
 			return nil, st, fmt.Errorf("add %s: %w", p, err)
 		}
+		to := size
+		if i < len(pieces) {
+			to = pieces[i].off
+		}
 		st.BytesRead += read
+		st.BytesReused += to - from - read // the rest of a zero run reused
 		if err := cb.add(ctx, b.a, refs); err != nil {
 			return nil, st, err
 		}
@@ -148,11 +155,14 @@ func (b *Builder) rechunk(ctx context.Context, src ImageSource, size int64, prof
 				}
 				refs = append(refs, ContentRef{ID: id})
 			}
-			if synced, nj, nei := resynced(pos, pieces, j, ext, ei); synced {
+			synced, nj, nei, carry := resynced(pos, pieces, j, ext, ei, int64(prof.Min))
+			if synced {
+				if carry > 0 {
+					refs = append(refs, ContentRef{Zero: uint64(carry)})
+				}
 				return refs, nj, nei, pos - start, nil
-			} else {
-				j, ei = nj, nei
 			}
+			j, ei = nj, nei
 		}
 		if pos != segEnd {
 			return nil, 0, 0, 0, fmt.Errorf("read at %d: short segment (%d of %d bytes)", pos, pos, segEnd)
@@ -166,15 +176,61 @@ func (b *Builder) rechunk(ctx context.Context, src ImageSource, size int64, prof
 }
 
 // resynced reports whether pos is a base boundary with no change pending
-// before it, advancing the base piece and extent cursors.
-func resynced(pos int64, pieces []piece, j int, ext []Extent, ei int) (bool, int, int) {
+// before it, advancing the base piece and extent cursors. Boundaries inside
+// a base zero run count too: zero data is cut at exactly the minimum chunk
+// size, so a run of them has a boundary every minSize bytes from its start;
+// carry is then the rest of that zero run, reused as it is.
+func resynced(pos int64, pieces []piece, j int, ext []Extent, ei int, minSize int64) (synced bool, nj, nei int, carry int64) {
 	for ei < len(ext) && ext[ei].Off+ext[ei].Len <= pos {
 		ei++
 	}
 	for j < len(pieces) && pieces[j].off < pos {
 		j++
 	}
-	onBoundary := j < len(pieces) && pieces[j].off == pos
-	insideChange := ei < len(ext) && ext[ei].Off < pos
-	return onBoundary && !insideChange, j, ei
+	if ei < len(ext) && ext[ei].Off < pos {
+		return false, j, ei, 0 // still inside a change
+	}
+	if j < len(pieces) && pieces[j].off == pos {
+		return true, j, ei, 0
+	}
+	if k := j - 1; k >= 0 && pieces[k].ref.Zero > 0 && (pos-pieces[k].off)%minSize == 0 {
+		end := pieces[k].off + pieces[k].n
+		// The rest of the run is reused only if no change starts inside it.
+		if ei >= len(ext) || ext[ei].Off >= end {
+			return true, j, ei, end - pos
+		}
+	}
+	return false, j, ei, 0
+}
+
+// splitZeroRuns cuts base zero runs at the implicit chunk boundaries just
+// before and after each change inside them (zero data is cut every minSize
+// bytes from the run's start), so re-chunking starts and stops next to the
+// change instead of at the ends of a run that may span a whole segment.
+func splitZeroRuns(pieces []piece, ext []Extent, minSize int64) []piece {
+	out := make([]piece, 0, len(pieces))
+	for _, pc := range pieces {
+		end := pc.off + pc.n
+		if pc.ref.Zero == 0 {
+			out = append(out, pc)
+			continue
+		}
+		k := sort.Search(len(ext), func(i int) bool { return ext[i].Off+ext[i].Len > pc.off })
+		var cuts []int64
+		for ; k < len(ext) && ext[k].Off < end; k++ {
+			s := pc.off + max(0, ext[k].Off-pc.off)/minSize*minSize
+			e := pc.off + (ext[k].Off+ext[k].Len-pc.off+minSize-1)/minSize*minSize
+			for _, c := range []int64{s, e} {
+				if c > pc.off && c < end && (len(cuts) == 0 || c > cuts[len(cuts)-1]) {
+					cuts = append(cuts, c)
+				}
+			}
+		}
+		at := pc.off
+		for _, c := range append(cuts, end) {
+			out = append(out, piece{off: at, n: c - at, ref: ContentRef{Zero: uint64(c - at)}})
+			at = c
+		}
+	}
+	return out
 }
