@@ -30,6 +30,7 @@ func addRunnerCommands(root *cobra.Command, g *globals) {
 		newJobsCmd(rf),
 		newRunsCmd(rf),
 		newConfigCmd(rf),
+		newFindingsCmd(rf),
 	)
 }
 
