@@ -315,6 +315,9 @@ func (rs *restorer) removeExisting(rel string) {
 }
 
 func (rs *restorer) fileErr(rel string, err error) {
+	if rs.indexDamaged && !strings.Contains(err.Error(), "repair index") {
+		err = fmt.Errorf("%w (an index object is damaged: run vigil repair index)", err)
+	}
 	rs.mu.Lock()
 	rs.res.Errors = append(rs.res.Errors, FileError{Path: rel, Err: err})
 	rs.mu.Unlock()
@@ -371,9 +374,6 @@ func (rs *restorer) planFile(ctx context.Context, rel string, n *Node) error {
 		pack, e, ok := rs.idx.Lookup(h)
 		if !ok {
 			rf.failed = fmt.Errorf("data blob %s at offset %d is missing from the index", c.ID.Short(), off)
-			if rs.indexDamaged {
-				rf.failed = fmt.Errorf("%w (an index object is damaged: run vigil repair index)", rf.failed)
-			}
 			break
 		}
 		m := rs.plan[pack]
