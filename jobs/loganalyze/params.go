@@ -45,7 +45,8 @@ type Input struct {
 	// Paths are globs; include rotated copies ("/var/log/auth.log*").
 	Paths []string `yaml:"paths"`
 	// Format is syslog (RFC 3164, RFC 5424, ISO timestamps as in
-	// journalctl -o short-iso), combined (Apache/nginx), json or regex.
+	// journalctl -o short-iso), combined (Apache/nginx), json, regex, or
+	// auto (each line tried as syslog, combined, then JSON).
 	Format string `yaml:"format"`
 	// Fields maps JSON keys to event fields (time, message, host,
 	// program, status, path, client, method, level); json only.

@@ -72,6 +72,7 @@ const (
 	fmtCombined
 	fmtJSON
 	fmtRegex
+	fmtAuto
 )
 
 // parser parses one input's lines. It is not safe for concurrent use: it
@@ -122,6 +123,11 @@ func newParser(in Input) (*parser, error) {
 			}
 			p.fields[k] = []string{v}
 		}
+	case "auto":
+		// For trees where services log in different formats: each line
+		// is tried as syslog, then combined, then JSON.
+		p.format = fmtAuto
+		p.fields = defaultJSONFields
 	case "regex":
 		p.format = fmtRegex
 		if in.Pattern == "" {
@@ -136,7 +142,7 @@ func newParser(in Input) (*parser, error) {
 		}
 		p.re, p.names = re, re.SubexpNames()
 	default:
-		return nil, fmt.Errorf("format %q: want syslog, combined, json or regex", in.Format)
+		return nil, fmt.Errorf("format %q: want syslog, combined, json, regex or auto", in.Format)
 	}
 	if in.Format != "json" && in.Format != "regex" && len(in.Fields) > 0 {
 		return nil, errors.New("fields is for format json")
@@ -171,6 +177,16 @@ func (p *parser) parse(line []byte, ev *Event) bool {
 		return p.parseCombined(line, ev)
 	case fmtJSON:
 		return p.parseJSON(line, ev)
+	case fmtAuto:
+		if p.parseSyslog(line, ev) {
+			return true
+		}
+		ev.reset()
+		if p.parseCombined(line, ev) {
+			return true
+		}
+		ev.reset()
+		return len(line) > 0 && line[0] == '{' && p.parseJSON(line, ev)
 	default:
 		return p.parseRegex(line, ev)
 	}

@@ -147,7 +147,9 @@ have:
 		}
 	}
 	if len(g.examples) < maxExamples {
-		g.examples = append(g.examples, maskSecrets(string(line)))
+		// Masked only if reported (result): most aggregates never are,
+		// and masking is a regular expression.
+		g.examples = append(g.examples, string(line[:min(len(line), 1000)]))
 	}
 	if secondary != "" {
 		if g.secondary == nil {
@@ -408,10 +410,7 @@ func (a *analyzer) web(ev *Event, line []byte, source string) {
 	if ev.Time.After(h.last) {
 		h.last = ev.Time
 	}
-	path := ev.Path
-	if i := strings.IndexByte(path, '?'); i >= 0 {
-		path = path[:i] // query strings carry tokens and make every path unique
-	}
+	path := normalizePath(ev.Path)
 	switch {
 	case ev.Status >= 500:
 		h.s5xx++
@@ -419,11 +418,37 @@ func (a *analyzer) web(ev *Event, line []byte, source string) {
 			h.paths5xx[strings.Clone(path)]++
 		}
 		if h.example == "" {
-			h.example = maskSecrets(string(line))
+			h.example = string(line[:min(len(line), 1000)])
 		}
 	case ev.Status >= 400:
 		a.hit(codeHTTPTop4xx, path, strconv.Itoa(ev.Status), 1, ev, line)
 	}
+}
+
+// normalizePath drops the query string (it carries tokens and makes every
+// path unique) and turns numeric segments into ":n", so /api/orders/123
+// and /api/orders/456 count as one path.
+func normalizePath(p string) string {
+	if i := strings.IndexByte(p, '?'); i >= 0 {
+		p = p[:i]
+	}
+	numeric := false
+	for i := 0; i < len(p); i++ {
+		if p[i] >= '0' && p[i] <= '9' && (i == 0 || p[i-1] == '/') {
+			numeric = true
+			break
+		}
+	}
+	if !numeric {
+		return p
+	}
+	parts := strings.Split(p, "/")
+	for i, s := range parts {
+		if digits([]byte(s)) {
+			parts[i] = ":n"
+		}
+	}
+	return strings.Join(parts, "/")
 }
 
 func (a *analyzer) userRule(r *userRule, ev *Event, line []byte) {
@@ -499,7 +524,7 @@ func (a *analyzer) result() []runner.Finding {
 				Message: fmt.Sprintf("%d of %d HTTP responses were 5xx (%.1f%%) in %s; top paths: %s", h.s5xx, h.total, rate*100, source, joinTop(top)),
 				Extra:   map[string]any{"total": h.total, "rate": rate, "top_paths": top}}
 			if h.example != "" {
-				f.Examples = []string{h.example}
+				f.Examples = []string{maskSecrets(h.example)}
 			}
 			out = append(out, f)
 		}
@@ -547,7 +572,10 @@ func (a *analyzer) threshold(code string) int {
 }
 
 func (a *analyzer) finding(g *agg) (runner.Finding, bool) {
-	f := runner.Finding{Code: g.code, Subject: g.subject, Count: g.count, FirstSeen: g.first, LastSeen: g.last, Examples: g.examples}
+	f := runner.Finding{Code: g.code, Subject: g.subject, Count: g.count, FirstSeen: g.first, LastSeen: g.last}
+	for _, ex := range g.examples {
+		f.Examples = append(f.Examples, maskSecrets(ex))
+	}
 	if b, ok := builtins[g.code]; ok {
 		if g.count < int64(a.threshold(g.code)) {
 			return f, false
