@@ -235,8 +235,9 @@ func (b *Builder) AddBytes(ctx context.Context, p string, data []byte, meta File
 	return b.AddFile(ctx, p, strings.NewReader(string(data)), meta, "default")
 }
 
-// AddNode records an existing node (e.g. reused from a parent snapshot).
-// Its blobs must be in the repository.
+// AddNode records an existing node (e.g. reused from a parent snapshot),
+// a file or a whole directory (a node with its Subtree): it is stored as it
+// is. Its blobs must be in the repository.
 func (b *Builder) AddNode(p string, n *Node) error {
 	c := *n
 	return b.place(p, &c)
@@ -310,7 +311,7 @@ func (b *Builder) Commit(ctx context.Context, meta SnapshotMeta) (*Snapshot, err
 	if b.done {
 		return nil, errors.New("commit: builder already closed")
 	}
-	rootID, err := b.saveDir(ctx, b.root)
+	rootID, _, err := b.saveDir(ctx, b.root)
 	if err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}
@@ -338,29 +339,41 @@ func (b *Builder) Commit(ctx context.Context, meta SnapshotMeta) (*Snapshot, err
 	return sn, nil
 }
 
-func (b *Builder) saveDir(ctx context.Context, d *buildDir) (ID, error) {
+// saveDir stores a directory the builder made up. Its mtime is that of its
+// newest entry, not the time of the run, so a night where nothing changed
+// produces the same tree blobs and stores nothing new.
+func (b *Builder) saveDir(ctx context.Context, d *buildDir) (ID, time.Time, error) {
 	names := make([]string, 0, len(d.children))
 	for n := range d.children {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	t := &Tree{}
+	var newest time.Time
 	for _, name := range names {
 		c := d.children[name]
 		if c.file != nil {
 			t.Nodes = append(t.Nodes, c.file)
+			if c.file.ModTime.After(newest) {
+				newest = c.file.ModTime
+			}
 			continue
 		}
-		id, err := b.saveDir(ctx, c)
+		id, mt, err := b.saveDir(ctx, c)
 		if err != nil {
-			return ID{}, err
+			return ID{}, newest, err
 		}
 		n := *c.node
 		n.Subtree = &id
+		n.ModTime, n.ChangeTime = mt, mt
+		if mt.After(newest) {
+			newest = mt
+		}
 		t.Nodes = append(t.Nodes, &n)
 		b.sum.Dirs++
 	}
-	return b.a.saveTree(ctx, t)
+	id, err := b.a.saveTree(ctx, t)
+	return id, newest, err
 }
 
 // Close releases the lock; without Commit nothing becomes visible (packs

@@ -129,7 +129,8 @@ func (b *Builder) rechunk(ctx context.Context, src ImageSource, size int64, prof
 	j := i // first base piece starting at or after pos
 	for {
 		segEnd := min((pos/segmentSize+1)*segmentSize, size)
-		ch := chunker.NewWithBoundaries(io.NewSectionReader(src, pos, segEnd-pos), a.pol, prof.Min, prof.Max)
+		rd := &trackedReader{r: io.NewSectionReader(src, pos, segEnd-pos), end: pos}
+		ch := chunker.NewWithBoundaries(rd, a.pol, prof.Min, prof.Max)
 		ch.SetAverageBits(prof.AvgBits)
 		for {
 			bp := pool.Get().(*[]byte)
@@ -156,6 +157,11 @@ func (b *Builder) rechunk(ctx context.Context, src ImageSource, size int64, prof
 				refs = append(refs, ContentRef{ID: id})
 			}
 			synced, nj, nei, carry := resynced(pos, pieces, j, ext, ei, int64(prof.Min))
+			// The chunker reads ahead: if that already fetched part of the
+			// next change, chunk on through it rather than read it twice.
+			if synced && nei < len(ext) && ext[nei].Off < rd.end {
+				synced = false
+			}
 			if synced {
 				if carry > 0 {
 					refs = append(refs, ContentRef{Zero: uint64(carry)})
@@ -233,4 +239,16 @@ func splitZeroRuns(pieces []piece, ext []Extent, minSize int64) []piece {
 		}
 	}
 	return out
+}
+
+// trackedReader remembers how far its reader has been read.
+type trackedReader struct {
+	r   io.Reader
+	end int64
+}
+
+func (t *trackedReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	t.end += int64(n)
+	return n, err
 }
