@@ -549,7 +549,9 @@ func (r *Repository) writeCache(path string, b []byte) {
 }
 
 // pruneCache drops cached index objects that no longer exist in the repository.
-func (r *Repository) pruneCache(live []ID) {
+func (r *Repository) pruneCache(live []ID) { r.pruneCacheDir("index", live) }
+
+func (r *Repository) pruneCacheDir(dir string, live []ID) {
 	if r.cache == "" {
 		return
 	}
@@ -557,10 +559,10 @@ func (r *Repository) pruneCache(live []ID) {
 	for _, id := range live {
 		keep[id.String()] = true
 	}
-	entries, _ := os.ReadDir(filepath.Join(r.cache, "index"))
+	entries, _ := os.ReadDir(filepath.Join(r.cache, dir))
 	for _, e := range entries {
 		if !keep[e.Name()] {
-			os.Remove(filepath.Join(r.cache, "index", e.Name()))
+			os.Remove(filepath.Join(r.cache, dir, e.Name()))
 		}
 	}
 }

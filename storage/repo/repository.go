@@ -183,6 +183,7 @@ func (r *Repository) setCache(dir string) {
 		return
 	}
 	r.cache = filepath.Join(dir, r.cfg.ID.String())
+	_ = os.MkdirAll(filepath.Join(r.cache, "snapshots"), 0o700)
 	if err := os.MkdirAll(filepath.Join(r.cache, "index"), 0o700); err != nil {
 		r.log.Warn("index cache disabled", "dir", r.cache, "err", err)
 		r.cache = ""

@@ -2,8 +2,11 @@ package repo
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -53,10 +56,33 @@ func (s *Snapshot) HasTag(tag string) bool {
 }
 
 // LoadSnapshot reads one snapshot.
+// Snapshot objects never change, so their sealed bytes are cached locally
+// (and still authenticated on every load): listing a repository with years
+// of nightly snapshots over S3 then costs one LIST, not one GET each.
 func (r *Repository) LoadSnapshot(ctx context.Context, id ID) (*Snapshot, error) {
+	name := "snapshots/" + id.String()
+	var sealed []byte
+	cached := ""
+	if r.cache != "" {
+		cached = filepath.Join(r.cache, "snapshots", id.String())
+		sealed, _ = os.ReadFile(cached)
+	}
+	plain, err := r.openObject(name, sealed)
+	if sealed == nil || err != nil {
+		// Not cached, or a damaged cache entry: read the repository's copy.
+		if sealed, err = readObject(ctx, r, name); err != nil {
+			return nil, err
+		}
+		if plain, err = r.openObject(name, sealed); err != nil {
+			return nil, err
+		}
+		if cached != "" {
+			r.writeCache(cached, sealed)
+		}
+	}
 	var sn Snapshot
-	if err := r.loadJSON(ctx, "snapshots/"+id.String(), &sn); err != nil {
-		return nil, err
+	if err := json.Unmarshal(plain, &sn); err != nil {
+		return nil, fmt.Errorf("load %s: decode: %w", name, err)
 	}
 	sn.ID = id
 	return &sn, nil
@@ -70,6 +96,7 @@ func (r *Repository) Snapshots(ctx context.Context, bad func(ID, error)) ([]*Sna
 	if err != nil {
 		return nil, err
 	}
+	r.pruneCacheDir("snapshots", ids)
 	var out []*Snapshot
 	for _, id := range ids {
 		sn, err := r.LoadSnapshot(ctx, id)
