@@ -189,8 +189,8 @@ func BenchmarkScheduler1000RealMinute(b *testing.B) {
 		rec := &countingRecorder{Recorder: h}
 		r, err := runner.New(benchSpecs(b, job), runner.Options{History: rec,
 			OnProgress: func(run runner.Run, _ runner.Progress) { lat.add(time.Since(run.ScheduledAt)) },
-			Locker: runner.DirLocker{Dir: filepath.Join(dir, "locks")},
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			Locker:     runner.DirLocker{Dir: filepath.Join(dir, "locks")},
+			Logger:     slog.New(slog.NewTextHandler(io.Discard, nil))})
 		if err != nil {
 			b.Fatal(err)
 		}
