@@ -31,6 +31,7 @@ func addRunnerCommands(root *cobra.Command, g *globals) {
 		newRunsCmd(rf),
 		newConfigCmd(rf),
 		newFindingsCmd(rf),
+		newHealthCmd(rf),
 	)
 }
 
