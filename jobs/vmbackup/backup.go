@@ -21,6 +21,7 @@ import (
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
+	"github.com/vigilops/vigil/jobs/vmbackup/nbd"
 	"github.com/vigilops/vigil/runner"
 	"github.com/vigilops/vigil/storage/repo"
 )
@@ -239,7 +240,7 @@ func (j *Job) backupVM(ctx context.Context, rc runner.RunContext, s *Session, r 
 		}
 	}
 	meta := repo.FileMeta{Mode: 0o600, ModTime: start}
-	tr := &datastoreTransport{s: s}
+	tr := j.transport(s, snap)
 	for _, d := range disks(devs) {
 		db, err := j.backupDisk(ctx, rc, s, b, tr, vm, snap, d, prevSn, prevM, meta, log)
 		if err != nil {
@@ -387,6 +388,18 @@ func (j *Job) backupDisk(ctx context.Context, rc runner.RunContext, s *Session, 
 	}
 	rc.Progress(runner.Progress{Phase: "disk", Done: d.Capacity, Total: d.Capacity, Unit: "bytes", Message: vm.Name + " " + d.Label})
 	return db, nil
+}
+
+// transport returns the job's disk transport for one VM's backup.
+func (j *Job) transport(s *Session, snap *types.ManagedObjectReference) Transport {
+	if j.p.Transport == "nbd" {
+		t := &nbdTransport{template: j.p.NBDURL, opts: nbd.Options{MaxInFlight: j.p.NBDInFlight}}
+		if snap != nil {
+			t.snapshot = snap.Value
+		}
+		return t
+	}
+	return &datastoreTransport{s: s}
 }
 
 func enableCBT(ctx context.Context, s *Session, vm *VM) error {

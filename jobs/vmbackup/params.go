@@ -58,8 +58,17 @@ type Params struct {
 	Quiesce        string `yaml:"quiesce"`
 	QuiesceRetries int    `yaml:"quiesce_retries"`
 	// Transport reads disks: "datastore" (default; HTTPS range reads
-	// through vCenter's /folder endpoint).
+	// through vCenter's /folder endpoint) or "nbd" (an NBD server such as
+	// nbdkit with the VDDK plugin, addressed by NBDURL).
 	Transport string `yaml:"transport"`
+	// NBDURL is the NBD address of each disk, a template:
+	// "nbd+unix:///{vm}-{disk}?socket=/run/vigil/nbd.sock" or
+	// "nbd://host:10809/{uuid}/{disk}". Placeholders: {vm} {uuid} {disk}
+	// {disk_key} {disk_uuid} {file} {snapshot}.
+	NBDURL string `yaml:"nbd_url"`
+	// NBDInFlight bounds the read requests in flight per disk (default 16
+	// of up to 1 MiB each: the transport's buffer budget).
+	NBDInFlight int `yaml:"nbd_in_flight"`
 	// Parallel is how many VMs are backed up at once (default 1).
 	Parallel int `yaml:"parallel"`
 	// CleanupTimeout bounds removing a snapshot after the backup, which
@@ -97,7 +106,7 @@ func (p Params) Connection() Connection {
 func defaults() Params {
 	return Params{
 		Templates: "include", PoweredOff: "include", Quiesce: QuiescePreferred, QuiesceRetries: 1,
-		Transport: "datastore", Parallel: 1, KeepAlive: configs.Duration(5 * time.Minute),
+		Transport: "datastore", NBDInFlight: 16, Parallel: 1, KeepAlive: configs.Duration(5 * time.Minute),
 		CleanupTimeout: configs.Duration(10 * time.Minute), LockWait: configs.Duration(5 * time.Minute),
 	}
 }
@@ -148,8 +157,22 @@ func parseParams(w configs.With) (Params, error) {
 	if p.QuiesceRetries < 0 {
 		errs = append(errs, w.Errorf("quiesce_retries", "must not be negative"))
 	}
-	if p.Transport != "datastore" {
-		errs = append(errs, w.Errorf("transport", `must be "datastore" (the nbd transport is not built yet), got %q`, p.Transport))
+	switch p.Transport {
+	case "datastore":
+		if p.NBDURL != "" {
+			errs = append(errs, w.Errorf("nbd_url", `is only used with transport: nbd`))
+		}
+	case "nbd":
+		if p.NBDURL == "" {
+			errs = append(errs, w.Errorf("nbd_url", `is required with transport: nbd, e.g. "nbd+unix:///{vm}-{disk}?socket=/run/vigil/nbd.sock"`))
+		} else if _, err := expandNBDURL(p.NBDURL, &VM{Name: "vm", InstanceUUID: "u"}, Disk{File: "[ds] vm/vm.vmdk"}, "snapshot-1"); err != nil {
+			errs = append(errs, w.Errorf("nbd_url", "%v", err))
+		}
+		if p.NBDInFlight < 1 {
+			errs = append(errs, w.Errorf("nbd_in_flight", "must be at least 1"))
+		}
+	default:
+		errs = append(errs, w.Errorf("transport", `must be "datastore" or "nbd", got %q`, p.Transport))
 	}
 	if p.Parallel < 1 {
 		errs = append(errs, w.Errorf("parallel", "must be at least 1"))
