@@ -2,101 +2,68 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
-
-	"github.com/vigilops/vigil/storage/blob/local"
-	"github.com/vigilops/vigil/storage/repo"
 )
 
-// newDemoCmd runs vigil end to end on an embedded default: generated sample
-// data (a disk-image-like file, logs, configs) into a local repository,
-// twice (the second night changes a little), then check and restore.
+// newDemoCmd runs vigil end to end in ./vigil-demo/: a vCenter simulator in
+// process with a few VMs holding realistic data, a local repository and a
+// SQLite run history, two nights of VM and file backups through the runner
+// (the second night incremental), a restore of one VM as a new VM and of a
+// disk as an image file, and a report read back from the history.
 func newDemoCmd(g *globals) *cobra.Command {
 	var dir string
 	c := &cobra.Command{
 		Use:   "demo",
-		Short: "Run a backup, a second night, a check and a restore on generated data in a local repository",
+		Short: "Back up simulated VMs and files twice, restore a VM, and print the run report (in ./vigil-demo/)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			if dir == "" {
-				d, err := os.MkdirTemp("", "vigil-demo-")
-				if err != nil {
-					return err
-				}
-				dir = d
+			abs, err := filepath.Abs(dir)
+			if err != nil {
+				return err
 			}
-			src, repoDir, target := filepath.Join(dir, "source"), filepath.Join(dir, "repo"), filepath.Join(dir, "restore")
-			if err := writeDemoData(src, 1); err != nil {
+			if err := freshDemoDir(abs); err != nil {
+				return withCode(exitUsage, fmt.Errorf("demo: %w", err))
+			}
+			if err := runDemo(cmd.Context(), g, abs); err != nil {
 				return fmt.Errorf("demo: %w", err)
 			}
-			st, err := local.Open(repoDir, true)
-			if err != nil {
-				return err
-			}
-			o := g.repoOptions()
-			o.CacheDir = filepath.Join(dir, "cache")
-			r, err := repo.Init(ctx, st, "demo-password", repo.InitOptions{}, o)
-			if err != nil {
-				return err
-			}
-			g.out("repository: %s (password: demo-password)\n", repoDir)
-			for night := 1; night <= 2; night++ {
-				if night == 2 {
-					if err := changeDemoData(src); err != nil {
-						return fmt.Errorf("demo: %w", err)
-					}
-				}
-				res, err := r.Backup(ctx, repo.BackupOptions{Paths: []string{src}, Job: "demo-files", Tags: []string{"demo"}})
-				if err != nil {
-					return err
-				}
-				s := res.Snapshot.Summary
-				g.out("night %d: snapshot %s: read %s, new %s, stored %s (%d new, %d changed, %d unchanged files)\n", night,
-					res.Snapshot.ID.Short(), humanBytes(s.BytesRead), humanBytes(s.BytesNew), humanBytes(s.BytesStored),
-					s.FilesNew, s.FilesChanged, s.FilesUnchanged)
-				if g.json {
-					_ = g.emit(map[string]any{"message_type": "backup", "night": night, "snapshot_id": res.Snapshot.ID.String(), "summary": s})
-				}
-			}
-			chk, err := r.Check(ctx, repo.CheckOptions{ReadData: true})
-			if err != nil {
-				return err
-			}
-			if !chk.OK() {
-				return fmt.Errorf("demo: check failed: %v", chk.Errors)
-			}
-			g.out("check --read-data: %d packs verified, no errors\n", chk.PacksRead)
-			sn, err := r.FindSnapshot(ctx, "latest")
-			if err != nil {
-				return err
-			}
-			rres, err := r.Restore(ctx, sn, repo.RestoreOptions{Target: target})
-			if err != nil {
-				return err
-			}
-			if err := compareTrees(src, repo.TargetPath(target, src)); err != nil {
-				return fmt.Errorf("demo: restored data differs: %w", err)
-			}
-			g.out("restore: %d files, %s, byte-identical to the source\n", rres.Files, humanBytes(rres.Bytes))
-			// VM backups: a vCenter simulator in process, two nights, restores.
-			if err := runVMDemo(ctx, g, r, dir); err != nil {
-				return fmt.Errorf("demo: VM backup: %w", err)
-			}
-			if g.json {
-				_ = g.emit(map[string]any{"message_type": "summary", "dir": dir, "restored_files": rres.Files, "check_ok": true})
-			}
-			g.out("everything is in %s\n", dir)
 			return nil
 		},
 	}
-	c.Flags().StringVar(&dir, "dir", "", "working directory (default: a new temporary directory)")
+	c.Flags().StringVar(&dir, "dir", "vigil-demo", "working directory; everything the demo writes stays in it")
 	return c
+}
+
+// demoMarker marks a directory the demo made, so a second run may empty it
+// without ever deleting a directory of the user's that has the same name.
+const demoMarker = ".vigil-demo"
+
+// freshDemoDir empties a directory an earlier demo made, or creates it.
+func freshDemoDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return err
+	case len(entries) > 0:
+		if _, err := os.Stat(filepath.Join(dir, demoMarker)); err != nil {
+			return fmt.Errorf("%s exists and was not made by vigil demo; remove it or pass --dir", dir)
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("start afresh: %w", err)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, demoMarker), []byte("made by vigil demo; the next demo run empties this directory\n"), 0o644)
 }
 
 func writeDemoData(dir string, seed uint64) error {
