@@ -129,7 +129,7 @@ func (j *Job) target(name string) *target {
 type result struct {
 	t        *target
 	stored   []byte // what goes into the repository
-	shown    string // redacted, for diffs
+	shown    string // redacted; set only when store_secrets is false
 	rawBytes int64
 	cut      int64 // bytes dropped by the output cap
 	err      error
@@ -243,7 +243,11 @@ func (j *Job) Run(ctx context.Context, rc runner.RunContext) error {
 			log.Info("unchanged", "target", t.Name, "lines", lines, "seconds", res.took.Seconds())
 		default:
 			stats["changed"]++
-			c := changeOf(t.Name, t.redactor.Redact(string(prevData)), res.shown, prev.Time)
+			shown := res.shown
+			if shown == "" {
+				shown = t.redactor.Redact(string(res.stored))
+			}
+			c := changeOf(t.Name, t.redactor.Redact(string(prevData)), shown, prev.Time)
 			changes = append(changes, c)
 			msg := fmt.Sprintf("%s: config changed, +%d −%d lines", t.Name, c.Added, c.Removed)
 			if c.SecretsOnly {
@@ -403,9 +407,12 @@ func (j *Job) exportOne(ctx context.Context, t *target, log *slog.Logger) (res r
 		res.err = errors.New("export is empty after normalisation")
 		return res
 	}
-	res.shown = t.redactor.Redact(string(norm))
 	res.stored = norm
+	// Redacted here only when that is what is stored; otherwise only a
+	// change is redacted (below), since redacting every unchanged export
+	// took most of a nightly run's CPU.
 	if !j.storeSecrets {
+		res.shown = t.redactor.Redact(string(norm))
 		res.stored = []byte(res.shown)
 	}
 	return res

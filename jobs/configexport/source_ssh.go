@@ -347,9 +347,9 @@ type expecter struct {
 	done     chan struct{} // closed when the session is over: readLoop stops
 	readErr  error         // set before chunks is closed
 	secrets  *strings.Replacer
-	red      *redactor // lastSeen is redacted before it is kept
+	red      *redactor // lastSeen is redacted when an error quotes it
 	pending  []byte    // the unfinished last line, raw
-	lastSeen string
+	lastSeen string    // raw: redacting every line would cost more than the export
 }
 
 // maxPending bounds an unfinished line; a longer one is emitted as is.
@@ -387,7 +387,7 @@ func (e *expecter) until(ctx context.Context, what string, out io.Writer, echo s
 	emit := func(line []byte) {
 		vis := strings.TrimSpace(terminalLine(stripANSI(string(line))))
 		if vis != "" {
-			e.lastSeen = e.red.Redact(vis)
+			e.lastSeen = vis
 		}
 		if first {
 			first = false
@@ -403,14 +403,14 @@ func (e *expecter) until(ctx context.Context, what string, out io.Writer, echo s
 	for {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s did not come: %w; last output: %q", what, context.Cause(ctx), e.lastSeen)
+			return fmt.Errorf("%s did not come: %w; last output: %q", what, context.Cause(ctx), e.red.Redact(e.lastSeen))
 		case chunk, ok := <-e.chunks:
 			if !ok {
 				err := e.readErr
 				if err == nil || errors.Is(err, io.EOF) {
 					err = errors.New("connection closed by the device")
 				}
-				return fmt.Errorf("waiting for %s: %w; last output: %q", what, ctxErr(ctx, err), e.lastSeen)
+				return fmt.Errorf("waiting for %s: %w; last output: %q", what, ctxErr(ctx, err), e.red.Redact(e.lastSeen))
 			}
 			e.pending = append(e.pending, chunk...)
 			for {
@@ -427,7 +427,7 @@ func (e *expecter) until(ctx context.Context, what string, out io.Writer, echo s
 			}
 			vis := strings.TrimRight(terminalLine(stripANSI(string(e.pending))), "\r")
 			if strings.TrimSpace(vis) != "" {
-				e.lastSeen = e.red.Redact(vis)
+				e.lastSeen = vis
 			}
 			switch {
 			case e.prof.prompt.MatchString(vis):
@@ -443,7 +443,7 @@ func (e *expecter) until(ctx context.Context, what string, out io.Writer, echo s
 					if a.expect.MatchString(vis) {
 						e.pending = e.pending[:0]
 						if err := e.send(a.send); err != nil {
-							return fmt.Errorf("answer %q: %w", vis, err)
+							return fmt.Errorf("answer %q: %w", e.red.Redact(vis), err)
 						}
 						break
 					}
