@@ -17,21 +17,32 @@ const Redacted = "<redacted>"
 var builtinRules = []*regexp.Regexp{
 	// keyword [modifiers...] SECRET, e.g. `password manager user-name "admin" sha1 "5baa..."`,
 	// `snmp-server community "public" unrestricted`, `wpa-passphrase xyz`,
-	// `password: hunter2` (YAML), `token=abc` (ini).
-	regexp.MustCompile(`(?i)(?:\b|_)(?:password|passwd|passphrase|wpa-passphrase|wpa_passphrase|psk|pre-shared-key|preshared-key|shared-secret|secret|community|auth-key|priv-key|auth-pass|priv-pass|key-string|api[-_]?key|api[-_]?token|access[-_]?token|bearer|token)(?:\s*[:=]\s*|\s+)` +
+	// `password: hunter2` (YAML), `token=abc` (ini). In a quoted message a
+	// keyword may follow an escaped tab or newline (\tpassword).
+	regexp.MustCompile(`(?i)(?:\b|_|\\[tnr])(?:password|passwd|passphrase|wpa-passphrase|wpa_passphrase|psk|pre-shared-key|preshared-key|shared-secret|secret|community|auth-key|priv-key|auth-pass|priv-pass|key-string|api[-_]?key|api[-_]?token|access[-_]?token|bearer|token)(?:\s*[:=]\s*|\s+)` +
 		`(?:(?:[0-9]|sha1|sha256|sha512|md5|plaintext|plain|ciphertext|cipher|encrypted|hashed|hash|manager|operator|unrestricted|restricted|user-name\s+\S+|sha|aes|des|auth|priv)\s+)*` +
-		`(\\"[^"\\\n]*\\"|"[^"\n]*"|'[^'\n]*'|[^\s"']+)`),
+		`(` + quotedSecret + `|'[^'\n]*'|` + bareSecret + `)`),
 	// RADIUS and TACACS+ server keys: `radius-server host 10.1.1.1 key "s3cret"`, `tacacs-server key 2 $x`.
-	regexp.MustCompile(`(?i)\b(?:radius|tacacs)\S*\s[^\n]*?\bkey\s+(?:[0-9]\s+)?(\\"[^"\\\n]*\\"|"[^"\n]*"|\S+)`),
+	regexp.MustCompile(`(?i)\b(?:radius|tacacs)\S*\s[^\n]*?\bkey\s+(?:[0-9]\s+)?(` + quotedSecret + `|\S+)`),
 	// SNMPv3 users: `snmpv3 user "mon" auth sha "pw" priv aes "pw"`.
-	regexp.MustCompile(`(?i)\bsnmpv3\s+user\s+\S+\s+auth\s+\S+\s+("[^"\n]*"|\S+)(?:\s+priv\s+\S+\s+("[^"\n]*"|\S+))?`),
-	// JSON string values under secret-like keys: "adminPassword": "x".
-	regexp.MustCompile(`(?i)"[^"\n]*(?:password|passwd|passphrase|secret|token|psk|apikey|api_key|api-key|community|privatekey|private_key)[^"\n]*"\s*:\s*("(?:[^"\\\n]|\\.)*")`),
+	regexp.MustCompile(`(?i)\bsnmpv3\s+user\s+\S+\s+auth\s+\S+\s+(` + quotedSecret + `|\S+)(?:\s+priv\s+\S+\s+(` + quotedSecret + `|\S+))?`),
+	// JSON string values under secret-like keys: "adminPassword": "x"; also
+	// when quoted into a message (\"adminPassword\": \"x\").
+	regexp.MustCompile(`(?i)"[^"\n]*(?:password|passwd|passphrase|secret|token|psk|apikey|api_key|api-key|community|privatekey|private_key)[^"\n]*"\s*:\s*("(?:[^"\\\n]|\\.)*"|\\+"[^"\n]*?\\+")`),
 	// crypt(3) hashes, as in /etc/shadow: user:$6$salt$hash:...
 	regexp.MustCompile(`(?m)(?:^|[\s"])[^:\s"]+:(\$[0-9a-z]+\$[^:\s]+):`),
 	// PEM private keys.
 	regexp.MustCompile(`(?s)-----BEGIN [A-Z ]*PRIVATE KEY-----(.*?)-----END [A-Z ]*PRIVATE KEY-----`),
 }
+
+// Device text quoted into an error message (%q) has its quotes escaped,
+// and quoted again they gain more backslashes: a quoted secret is matched
+// from an opening quote, escaped any number of times, to the next one.
+const quotedSecret = `\\*"[^"\n]*?\\*"`
+
+// bareSecret is an unquoted secret; it stops before an escaped quote, the
+// end of the message that quotes it.
+const bareSecret = `(?:[^\s"'\\]|\\+[^\s"'\\])+`
 
 // redactor hides secrets in text that is shown: diffs, findings, logs,
 // error messages and --json output.
@@ -89,16 +100,14 @@ func redactAll(re *regexp.Regexp, text string) string {
 	return b.String()
 }
 
-// mask keeps surrounding quotes so the redacted line keeps its shape.
+// mask keeps surrounding quotes, escaped or not, so the redacted line
+// keeps its shape.
 func mask(secret string) string {
-	// A quoted secret inside an error message that was itself quoted.
-	if len(secret) >= 4 && strings.HasPrefix(secret, `\"`) && strings.HasSuffix(secret, `\"`) {
-		return `\"` + Redacted + `\"`
-	}
-	if len(secret) >= 2 {
-		q := secret[0]
-		if (q == '"' || q == '\'') && secret[len(secret)-1] == q {
-			return string(q) + Redacted + string(q)
+	open := len(secret) - len(strings.TrimLeft(secret, `\`))
+	if open < len(secret) && (secret[open] == '"' || secret[open] == '\'') {
+		q := secret[:open+1]
+		if len(secret) >= 2*len(q) && strings.HasSuffix(secret, q) {
+			return q + Redacted + q
 		}
 	}
 	return Redacted
