@@ -54,6 +54,9 @@ func newRestoreCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	// VM restores are subcommands; a snapshot ID is hex, so "vm" and
+	// "disk" never shadow one.
+	c.AddCommand(newRestoreVMCmd(g), newRestoreDiskCmd(g))
 	f := c.Flags()
 	f.StringVarP(&o.Target, "target", "t", "", "directory to restore into (created if missing)")
 	f.StringArrayVar(&o.Includes, "include", nil, "restore only paths matching a pattern (repeatable)")

@@ -74,8 +74,9 @@ type vmRestoreFlags struct {
 func newVMRestoreCmd(g *globals) *cobra.Command {
 	f := &vmRestoreFlags{disk: -1}
 	c := &cobra.Command{
-		Use:   "restore SNAPSHOT --vm NAME (--disk N --target DIR | --as-new NAME [--config FILE --job JOB | --vcenter URL ...])",
-		Short: "Restore one disk of a VM backup as an image file, or the whole VM as a new VM",
+		Use:        "restore SNAPSHOT --vm NAME (--disk N --target DIR | --as-new NAME [--config FILE --job JOB | --vcenter URL ...])",
+		Short:      "Restore one disk of a VM backup as an image file, or the whole VM as a new VM",
+		Deprecated: "use vigil restore disk SNAPSHOT --vm V --disk N --to FILE, or vigil restore vm SNAPSHOT --name NEW",
 		Long: `SNAPSHOT is a snapshot ID (prefix) or "latest" (the newest backup of --vm).
 --disk N --target DIR writes disk N as a raw, sparse image file into DIR.
 --as-new NAME uploads every disk to a datastore and creates a new VM from the saved

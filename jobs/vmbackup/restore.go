@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path"
 	"path/filepath"
 	"slices"
@@ -115,6 +116,28 @@ func RestoreDisk(ctx context.Context, r *repo.Repository, b *Backup, n int, dir 
 	return filepath.Join(dir, path.Base(d.Image)), res, nil
 }
 
+// RestoreDiskTo writes disk n as the raw image file file (zero runs stay
+// holes). It restores beside file and renames, so an interrupted restore
+// never leaves a file that looks complete; an existing file is an error.
+func RestoreDiskTo(ctx context.Context, r *repo.Repository, b *Backup, n int, file string) (int64, error) {
+	if _, err := os.Lstat(file); err == nil {
+		return 0, fmt.Errorf("restore disk %d of %s: %s already exists", n, b.Manifest.Name, file)
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(file), ".vigil-restore-")
+	if err != nil {
+		return 0, fmt.Errorf("restore disk %d of %s: %w", n, b.Manifest.Name, err)
+	}
+	defer os.RemoveAll(tmp)
+	p, res, err := RestoreDisk(ctx, r, b, n, tmp)
+	if err != nil {
+		return 0, err
+	}
+	if err := os.Rename(p, file); err != nil {
+		return 0, fmt.Errorf("restore disk %d of %s: %w", n, b.Manifest.Name, err)
+	}
+	return res.Bytes, nil
+}
+
 // NewVMOptions place a VM restored as new.
 type NewVMOptions struct {
 	Name      string
@@ -123,9 +146,13 @@ type NewVMOptions struct {
 	Pool      string // inventory path; default: the original VM's pool
 	Network   string // for every NIC; default: the networks the VM had
 	PowerOn   bool
+	// Replace destroys an existing VM of that name, but only once the new
+	// disks are uploaded (into a directory of their own), so a failed
+	// upload leaves the old VM as it was. Callers confirm with the admin.
+	Replace bool
 }
 
-// ErrVMExists: restore-as-new never overwrites a VM.
+// ErrVMExists: restore-as-new never overwrites a VM unless asked to.
 var ErrVMExists = errors.New("a VM with that name already exists")
 
 // NewVMResult says what RestoreAsNew did.
@@ -134,6 +161,32 @@ type NewVMResult struct {
 	Disks    []string // datastore paths of the uploaded descriptors
 	Bytes    int64
 	Duration time.Duration
+	Replaced bool // an existing VM of that name was destroyed
+}
+
+// destroyVM powers a VM off (if it is on) and destroys it with its files.
+func destroyVM(ctx context.Context, vm *object.VirtualMachine) error {
+	state, err := vm.PowerState(ctx)
+	if err != nil {
+		return fmt.Errorf("power state: %w", err)
+	}
+	if state != types.VirtualMachinePowerStatePoweredOff {
+		t, err := vm.PowerOff(ctx)
+		if err == nil {
+			err = t.Wait(ctx)
+		}
+		if err != nil {
+			return fmt.Errorf("power off: %w", err)
+		}
+	}
+	t, err := vm.Destroy(ctx)
+	if err == nil {
+		err = t.Wait(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("destroy: %w", err)
+	}
+	return nil
 }
 
 // RestoreAsNew uploads each disk (descriptor and flat extent) through the
@@ -158,10 +211,14 @@ func RestoreAsNew(ctx context.Context, s *Session, r *repo.Repository, b *Backup
 		return fail(err)
 	}
 	f.SetDatacenter(dc)
-	if _, err := f.VirtualMachine(ctx, o.Name); err == nil {
+	existing, err := f.VirtualMachine(ctx, o.Name)
+	switch {
+	case err == nil && !o.Replace:
 		return fail(ErrVMExists)
-	} else if !errors.As(err, new(*find.NotFoundError)) {
+	case err != nil && !errors.As(err, new(*find.NotFoundError)):
 		return fail(err)
+	case err != nil:
+		existing = nil
 	}
 	dsName := o.Datastore
 	if dsName == "" {
@@ -199,6 +256,10 @@ func RestoreAsNew(ctx context.Context, s *Session, r *repo.Repository, b *Backup
 	}
 	res := &NewVMResult{}
 	dir := safeName(o.Name)
+	if existing != nil {
+		// The old VM's files may sit in a directory of the same name.
+		dir += "-" + time.Now().UTC().Format("20060102T150405")
+	}
 	files := map[int32]string{} // disk key -> new descriptor
 	for i, d := range m.Disks {
 		base := fmt.Sprintf("%s_%d", dir, i)
@@ -220,6 +281,12 @@ func RestoreAsNew(ctx context.Context, s *Session, r *repo.Repository, b *Backup
 	devices, err := newDevices(ctx, cfg, files, ds.Reference(), net)
 	if err != nil {
 		return fail(err)
+	}
+	if existing != nil {
+		if err := destroyVM(ctx, existing); err != nil {
+			return fail(fmt.Errorf("replace the existing VM: %w (the restored disks are in [%s] %s)", err, ds.Name(), dir))
+		}
+		res.Replaced = true
 	}
 	spec := types.VirtualMachineConfigSpec{
 		Name: o.Name, GuestId: cfg.GuestId, NumCPUs: cfg.Hardware.NumCPU, NumCoresPerSocket: cfg.Hardware.NumCoresPerSocket,
