@@ -9,7 +9,7 @@
 # Layout:
 #   OUTDIR/usr/local/bin/vigil
 #   OUTDIR/usr/share/vigil/examples/*.yaml
-#   OUTDIR/usr/share/vigil/vigil.service
+#   OUTDIR/usr/share/vigil/vigil.service, operations.md
 #   OUTDIR/etc/vigil/                 (config volume; vigil.yaml goes here)
 #   OUTDIR/var/lib/vigil/             (data volume: history, job locks, local repositories)
 #   OUTDIR/var/cache/vigil/           (index cache)
@@ -34,7 +34,7 @@ go build -trimpath -buildvcs=false \
 
 install -d -m 0755 "$out/usr/share/vigil/examples" "$out/etc/vigil"
 install -m 0644 configs/examples/*.yaml "$out/usr/share/vigil/examples/"
-install -m 0644 configs/vigil.service "$out/usr/share/vigil/vigil.service"
+install -m 0644 configs/vigil.service docs/operations.md "$out/usr/share/vigil/"
 install -d -m 0750 "$out/var/lib/vigil" "$out/var/cache/vigil"
 
 # The binary must start on this machine: a broken link step fails here,

@@ -32,7 +32,7 @@ func TestDockerBuildScript(t *testing.T) {
 	} else if !strings.Contains(string(b), "vigil 9.8.7-test") {
 		t.Errorf("script output lacks the version check:\n%s", b)
 	}
-	for _, p := range []string{"usr/local/bin/vigil", "usr/share/vigil/examples/library.yaml", "usr/share/vigil/vigil.service"} {
+	for _, p := range []string{"usr/local/bin/vigil", "usr/share/vigil/examples/library.yaml", "usr/share/vigil/vigil.service", "usr/share/vigil/operations.md"} {
 		if _, err := os.Stat(filepath.Join(out, p)); err != nil {
 			t.Errorf("layout: %v", err)
 		}
