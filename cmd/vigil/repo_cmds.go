@@ -83,6 +83,7 @@ func (g *globals) repoOptions() repo.Options {
 		// Remote stores need more requests in flight to fill the link;
 		// each may hold one pack in memory.
 		o.Connections = 4
+		o.Uploads = 4
 	}
 	if v := os.Getenv("VIGIL_KDF_N"); v != "" {
 		// Tests lower the KDF cost for new keys; stored keys carry their own.

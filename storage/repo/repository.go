@@ -59,8 +59,11 @@ type Options struct {
 	KDF      KDFParams // for new key files; tests lower it
 	// PackSize overrides the configured target pack size for this session.
 	PackSize int
-	// Connections bounds parallel uploads and downloads.
+	// Connections bounds parallel downloads (restore, check, index).
 	Connections int
+	// Uploads bounds packs uploading at once; each holds a pack in memory.
+	// One keeps a local disk busy; remote stores want more.
+	Uploads int
 }
 
 // Repository is an open repository. It is safe for concurrent use.
@@ -74,6 +77,7 @@ type Repository struct {
 	cache string
 	kdf   KDFParams
 	conns int
+	ups   int
 	pack  int
 }
 
@@ -88,8 +92,10 @@ func (o Options) fill() Options {
 		o.KDF = DefaultKDF
 	}
 	if o.Connections <= 0 {
-		// Each connection may hold a pack in memory; remote stores set more.
 		o.Connections = 2
+	}
+	if o.Uploads <= 0 {
+		o.Uploads = 1
 	}
 	return o
 }
@@ -122,7 +128,7 @@ func Init(ctx context.Context, store blob.Store, password string, io InitOptions
 		io.PackSize = 16 << 20
 	}
 	r := &Repository{
-		store: store, key: mk, log: o.Logger, now: o.Clock, kdf: o.KDF, conns: o.Connections,
+		store: store, key: mk, log: o.Logger, now: o.Clock, kdf: o.KDF, conns: o.Connections, ups: o.Uploads,
 		cfg: Config{
 			Version: FormatVersion, ID: NewRandomID(), Created: o.Clock().UTC(), Polynomial: pol,
 			Profiles: map[string]ChunkProfile{"default": ProfileDefault, "image": ProfileImage},
@@ -160,7 +166,7 @@ func Open(ctx context.Context, store blob.Store, password string, o Options) (*R
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", store.Location(), err)
 	}
-	r := &Repository{store: store, key: mk, keyID: keyID, log: o.Logger, now: o.Clock, kdf: o.KDF, conns: o.Connections}
+	r := &Repository{store: store, key: mk, keyID: keyID, log: o.Logger, now: o.Clock, kdf: o.KDF, conns: o.Connections, ups: o.Uploads}
 	if err := r.loadJSON(ctx, "config", &r.cfg); err != nil {
 		return nil, fmt.Errorf("open %s: %w", store.Location(), err)
 	}

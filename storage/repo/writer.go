@@ -104,13 +104,15 @@ func (r *Repository) NewWriter(ctx context.Context, idx *MasterIndex) *Writer {
 		// fills, so memory stays bounded however slow the store is.
 		uploads: make(chan *packBuilder),
 		failed:  make(chan struct{}),
-		free:    make(chan []byte, 1),
+		// Room for every buffer that can be in flight, so none is dropped
+		// to the GC and reallocated (that churn showed up as peak RSS).
+		free: make(chan []byte, max(r.ups, 1)+2),
 	}
 	for i := 0; i < workers; i++ {
 		w.workers.Add(1)
 		go w.sealWorker()
 	}
-	for i := 0; i < r.conns; i++ {
+	for i := 0; i < max(r.ups, 1); i++ {
 		w.uploader.Add(1)
 		go w.uploadWorker()
 	}
