@@ -29,35 +29,22 @@ func (a *activeRun) id() int64 {
 	return a.run.ID
 }
 
-// begin claims the job and creates its history row. When the job is
-// already running (here or in another process) it records a skipped run
-// instead and returns nil with that record.
+// begin claims the job and creates its history row, for runs started one
+// at a time (RunNow). When the job is already running (here or in another
+// process) it records a skipped run instead and returns nil with that
+// record. The cross-process lock is taken before the row is written, so a
+// manual run that cannot start is recorded only as skipped.
 func (r *Runner) begin(js *jobState, trigger Trigger, scheduled time.Time) (*activeRun, Run) {
-	now := r.clock.Now()
-	run := Run{Job: js.spec.Name, Kind: js.spec.Kind, Trigger: trigger, ScheduledAt: scheduled, StartedAt: now, Status: StatusRunning, Attempt: 1, PID: r.pid}
-
-	r.mu.Lock()
-	if cur := js.current; cur != nil {
-		r.mu.Unlock()
-		cur.mu.Lock()
-		prev := cur.run
-		cur.mu.Unlock()
-		return nil, r.skip(run, fmt.Sprintf("skipped: the previous run (id %d, started %s) is still running", prev.ID, prev.StartedAt.Format(time.RFC3339)))
+	run := r.newRun(js, trigger, scheduled, r.clock.Now())
+	ar, reason := r.claim(js, run)
+	if ar == nil {
+		return nil, r.skip(run, reason)
 	}
-	ar := &activeRun{js: js}
-	js.current = ar
-	r.active[ar] = true
-	r.mu.Unlock()
-
 	if r.opts.Locker != nil {
 		unlock, err := r.opts.Locker.TryLock(js.spec.Name)
 		if err != nil {
 			r.release(ar)
-			msg := "skipped: the job is running in another vigil process"
-			if !errors.Is(err, ErrLocked) {
-				msg = fmt.Sprintf("skipped: cannot take the job lock: %v", err)
-			}
-			return nil, r.skip(run, msg)
+			return nil, r.skip(run, lockSkipReason(err))
 		}
 		ar.unlock = unlock
 	}
@@ -71,9 +58,61 @@ func (r *Runner) begin(js *jobState, trigger Trigger, scheduled time.Time) (*act
 	return ar, Run{}
 }
 
-func (r *Runner) skip(run Run, reason string) Run {
+func (r *Runner) newRun(js *jobState, trigger Trigger, scheduled, now time.Time) Run {
+	return Run{Job: js.spec.Name, Kind: js.spec.Kind, Trigger: trigger, ScheduledAt: scheduled, StartedAt: now, Status: StatusRunning, Attempt: 1, PID: r.pid}
+}
+
+// claim marks the job as running in this process. If it already is, claim
+// returns nil and the reason the new run is skipped.
+func (r *Runner) claim(js *jobState, run Run) (*activeRun, string) {
+	r.mu.Lock()
+	if cur := js.current; cur != nil {
+		r.mu.Unlock()
+		cur.mu.Lock()
+		prev := cur.run
+		cur.mu.Unlock()
+		return nil, fmt.Sprintf("skipped: the previous run (id %d, started %s) is still running", prev.ID, prev.StartedAt.Format(time.RFC3339))
+	}
+	ar := &activeRun{js: js, run: run}
+	js.current = ar
+	r.active[ar] = true
+	r.mu.Unlock()
+	return ar, ""
+}
+
+// lockStarted takes the cross-process job lock for a run whose row the
+// scheduler has already written. If another process holds the job, the
+// row becomes a skipped run and lockStarted returns false.
+func (r *Runner) lockStarted(ar *activeRun) bool {
+	if r.opts.Locker == nil {
+		return true
+	}
+	unlock, err := r.opts.Locker.TryLock(ar.js.spec.Name)
+	if err != nil {
+		reason := lockSkipReason(err)
+		r.log.Warn("run skipped", "job", ar.js.spec.Name, "trigger", ar.run.Trigger, "reason", reason)
+		r.finalize(ar, StatusSkipped, reason)
+		return false
+	}
+	ar.unlock = unlock
+	return true
+}
+
+func lockSkipReason(err error) string {
+	if errors.Is(err, ErrLocked) {
+		return "skipped: the job is running in another vigil process"
+	}
+	return fmt.Sprintf("skipped: cannot take the job lock: %v", err)
+}
+
+func (r *Runner) skippedRun(run Run, reason string) Run {
 	run.Status, run.Error, run.FinishedAt = StatusSkipped, reason, run.StartedAt
 	r.log.Warn("run skipped", "job", run.Job, "trigger", run.Trigger, "reason", reason)
+	return run
+}
+
+func (r *Runner) skip(run Run, reason string) Run {
+	run = r.skippedRun(run, reason)
 	r.hwrite("record skipped run", func(hctx context.Context) error {
 		id, err := r.hist.Record(hctx, run)
 		run.ID = id

@@ -12,6 +12,11 @@ import (
 type Recorder interface {
 	// Start inserts a run with status running and returns its id.
 	Start(ctx context.Context, run Run) (int64, error)
+	// StartBatch inserts runs in one write and returns their ids in order.
+	// The scheduler uses it for everything one tick starts, skips or
+	// misses, so 1,000 jobs due together cost one transaction, not 1,000.
+	// Runs may be running or already final; on error none is inserted.
+	StartBatch(ctx context.Context, runs []Run) ([]int64, error)
 	// Finish writes a run's final status, times, error and summary.
 	Finish(ctx context.Context, run Run) error
 	// Record inserts a run that is already final (skipped or missed).

@@ -42,6 +42,19 @@ func (h *MemHistory) Start(ctx context.Context, run Run) (int64, error) {
 	return h.insert(run)
 }
 
+func (h *MemHistory) StartBatch(ctx context.Context, runs []Run) ([]int64, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ids := make([]int64, len(runs))
+	for i, run := range runs {
+		run.ID = int64(len(h.runs) + 1)
+		h.runs = append(h.runs, run)
+		ids[i] = run.ID
+	}
+	h.notify()
+	return ids, nil
+}
+
 func (h *MemHistory) Record(ctx context.Context, run Run) (int64, error) {
 	return h.insert(run)
 }

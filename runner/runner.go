@@ -55,7 +55,10 @@ type Spec struct {
 
 // JobLocker serialises runs of a job across processes, so that `vigil run`
 // and the daemon never run the same job at once. TryLock returns an error
-// wrapping ErrLocked when another process holds the job.
+// wrapping ErrLocked when another process holds the job. A JobLocker may
+// also have a Prepare(jobs []string) error method, which Run calls once
+// before scheduling so that the first starts do not pay for setting up
+// their locks (DirLocker creates its files there).
 type JobLocker interface {
 	TryLock(job string) (unlock func(), err error)
 }
@@ -198,6 +201,11 @@ func (r *Runner) HistoryErrors() int64 { return r.historyErrors.Load() }
 // cancels running jobs, gives them ShutdownGrace to finish and records them
 // cancelled; it returns once every run is recorded.
 func (r *Runner) Run(ctx context.Context) error {
+	if p, ok := r.opts.Locker.(interface{ Prepare(jobs []string) error }); ok {
+		if err := p.Prepare(r.names); err != nil {
+			r.log.Warn("job lock files not prepared; the first starts will create them", "err", err)
+		}
+	}
 	now := r.clock.Now()
 	r.hwrite("mark interrupted runs", func(hctx context.Context) error {
 		n, err := r.hist.MarkInterrupted(hctx, now, r.stillRunning)
@@ -212,16 +220,20 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer cancelJobs(nil)
 
 	q := &queue{}
+	var due []dueStart
 	for _, name := range r.names {
 		js := r.jobs[name]
 		if js.spec.Schedule == nil || js.spec.Disabled {
 			continue
 		}
-		r.catchUp(jobsCtx, js, now)
+		if d, ok := r.catchUp(js, now); ok {
+			due = append(due, d)
+		}
 		if next := js.spec.Schedule.Next(now); !next.IsZero() {
 			heap.Push(q, &entry{at: next, js: js})
 		}
 	}
+	r.dispatch(jobsCtx, due)
 	r.log.Info("scheduler started", "jobs", len(r.names), "scheduled", q.Len())
 	for {
 		sleep := r.opts.MaxSleep
@@ -244,9 +256,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		case <-t.C():
 		}
 		now := r.clock.Now()
+		due = due[:0]
 		for q.Len() > 0 && !(*q)[0].at.After(now) {
 			e := heap.Pop(q).(*entry)
-			r.dispatch(jobsCtx, e.js, e.at, now)
+			due = append(due, r.classifyStart(e.js, e.at, now))
 			next := e.js.spec.Schedule.Next(e.at)
 			if !next.IsZero() && !next.After(now) {
 				// Fell behind by more than one period (suspend, clock
@@ -258,24 +271,83 @@ func (r *Runner) Run(ctx context.Context) error {
 				heap.Push(q, e)
 			}
 		}
+		r.dispatch(jobsCtx, due)
 	}
 }
 
-// dispatch starts a scheduled run, or records why it did not start.
-func (r *Runner) dispatch(ctx context.Context, js *jobState, scheduled, now time.Time) {
-	trigger := TriggerSchedule
+// dueStart is a scheduled start the scheduler is about to dispatch: a run
+// to start with trigger, or (missed set) a missed run to record.
+type dueStart struct {
+	js        *jobState
+	scheduled time.Time
+	trigger   Trigger
+	missed    *Run
+}
+
+// classifyStart applies the lateness rules to a start that came due.
+func (r *Runner) classifyStart(js *jobState, scheduled, now time.Time) dueStart {
+	d := dueStart{js: js, scheduled: scheduled, trigger: TriggerSchedule}
 	if late := now.Sub(scheduled); late > r.opts.LateTolerance {
 		if js.spec.CatchUp == CatchUpSkip || late > js.spec.MaxLateness {
-			r.recordMissed(js, scheduled, 1, late)
-			return
+			m := r.missedRun(js, scheduled, 1, late)
+			d.missed = &m
+			return d
 		}
-		trigger = TriggerCatchUp
+		d.trigger = TriggerCatchUp
 	}
-	if ar, _ := r.begin(js, trigger, scheduled); ar != nil {
+	return d
+}
+
+// dispatch starts the runs of one tick. It claims each job in memory (an
+// in-process overlap becomes a skipped run), inserts every row of the tick
+// in one history write, and only then starts the jobs, each in its own
+// goroutine, where the cross-process job lock is taken: the scheduler
+// loop itself does no per-job file or database I/O.
+func (r *Runner) dispatch(ctx context.Context, due []dueStart) {
+	if len(due) == 0 {
+		return
+	}
+	now := r.clock.Now()
+	rows := make([]Run, 0, len(due))
+	started := make([]*activeRun, 0, len(due))
+	for _, d := range due {
+		if d.missed != nil {
+			rows = append(rows, *d.missed)
+			continue
+		}
+		run := r.newRun(d.js, d.trigger, d.scheduled, now)
+		ar, reason := r.claim(d.js, run)
+		if ar == nil {
+			rows = append(rows, r.skippedRun(run, reason))
+			continue
+		}
+		rows = append(rows, run)
+		started = append(started, ar)
+	}
+	var ids []int64
+	r.hwrite("start runs", func(hctx context.Context) (err error) {
+		ids, err = r.hist.StartBatch(hctx, rows)
+		return err
+	})
+	k := 0
+	for i := range rows {
+		if rows[i].Status != StatusRunning {
+			continue
+		}
+		ar := started[k]
+		k++
+		if i < len(ids) {
+			ar.mu.Lock() // a RunNow may read it to name the run it skips
+			ar.run.ID = ids[i]
+			ar.mu.Unlock()
+		}
+		ar.logs = newLogBuffer(r, ar.run.ID, r.opts.MaxLogLines)
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			r.execute(ctx, js, ar)
+			if r.lockStarted(ar) {
+				r.execute(ctx, ar.js, ar)
+			}
 		}()
 	}
 }
@@ -283,8 +355,9 @@ func (r *Runner) dispatch(ctx context.Context, js *jobState, scheduled, now time
 // maxCatchUpScan bounds how many missed starts are counted for one job.
 const maxCatchUpScan = 100000
 
-// catchUp handles starts that passed while vigil was not running.
-func (r *Runner) catchUp(ctx context.Context, js *jobState, now time.Time) {
+// catchUp handles starts that passed while vigil was not running: it
+// returns the start to dispatch (a catch-up run or a missed record), if any.
+func (r *Runner) catchUp(js *jobState, now time.Time) (dueStart, bool) {
 	var last time.Time
 	var ok bool
 	err := r.hread(func(hctx context.Context) (err error) {
@@ -292,35 +365,26 @@ func (r *Runner) catchUp(ctx context.Context, js *jobState, now time.Time) {
 		return err
 	})
 	if err != nil || !ok {
-		return // a new job owes nothing; a broken history was logged
+		return dueStart{}, false // a new job owes nothing; a broken history was logged
 	}
 	latest, count := time.Time{}, 0
 	for t := js.spec.Schedule.Next(last); !t.IsZero() && !t.After(now) && count < maxCatchUpScan; t = js.spec.Schedule.Next(t) {
 		latest, count = t, count+1
 	}
 	if count == 0 {
-		return
+		return dueStart{}, false
 	}
 	late := now.Sub(latest)
 	if js.spec.CatchUp == CatchUpOnce && late <= js.spec.MaxLateness {
 		r.log.Info("catching up a start missed while vigil was down", "job", js.spec.Name, "scheduled", latest, "missed", count)
-		r.dispatchCatchUp(ctx, js, latest)
-		return
+		return dueStart{js: js, scheduled: latest, trigger: TriggerCatchUp}, true
 	}
-	r.recordMissed(js, latest, count, late)
+	m := r.missedRun(js, latest, count, late)
+	return dueStart{js: js, scheduled: latest, missed: &m}, true
 }
 
-func (r *Runner) dispatchCatchUp(ctx context.Context, js *jobState, scheduled time.Time) {
-	if ar, _ := r.begin(js, TriggerCatchUp, scheduled); ar != nil {
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			r.execute(ctx, js, ar)
-		}()
-	}
-}
-
-func (r *Runner) recordMissed(js *jobState, scheduled time.Time, count int, late time.Duration) {
+// missedRun logs a missed start and returns its record.
+func (r *Runner) missedRun(js *jobState, scheduled time.Time, count int, late time.Duration) Run {
 	reason := "catch_up is skip"
 	if js.spec.CatchUp == CatchUpOnce {
 		reason = fmt.Sprintf("older than max_lateness %s", js.spec.MaxLateness)
@@ -332,14 +396,7 @@ func (r *Runner) recordMissed(js *jobState, scheduled time.Time, count int, late
 	msg := fmt.Sprintf("missed %s scheduled start(s) while vigil was not running; the last was due %s ago (%s)", n, late.Round(time.Second), reason)
 	r.log.Warn("scheduled start missed", "job", js.spec.Name, "scheduled", scheduled, "reason", msg)
 	now := r.clock.Now()
-	r.record(Run{Job: js.spec.Name, Kind: js.spec.Kind, Trigger: TriggerSchedule, ScheduledAt: scheduled, FinishedAt: now, Status: StatusMissed, Error: msg, PID: r.pid})
-}
-
-func (r *Runner) record(run Run) {
-	r.hwrite("record "+string(run.Status)+" run", func(hctx context.Context) error {
-		_, err := r.hist.Record(hctx, run)
-		return err
-	})
+	return Run{Job: js.spec.Name, Kind: js.spec.Kind, Trigger: TriggerSchedule, ScheduledAt: scheduled, FinishedAt: now, Status: StatusMissed, Error: msg, PID: r.pid}
 }
 
 // RunNow runs a job in the caller's goroutine and returns its final

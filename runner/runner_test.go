@@ -334,7 +334,10 @@ type brokenHistory struct{ runner.MemHistory }
 
 var errBroken = errors.New("history.db: attempt to write a readonly database")
 
-func (*brokenHistory) Start(context.Context, runner.Run) (int64, error)  { return 0, errBroken }
+func (*brokenHistory) Start(context.Context, runner.Run) (int64, error) { return 0, errBroken }
+func (*brokenHistory) StartBatch(context.Context, []runner.Run) ([]int64, error) {
+	return nil, errBroken
+}
 func (*brokenHistory) Finish(context.Context, runner.Run) error          { return errBroken }
 func (*brokenHistory) Record(context.Context, runner.Run) (int64, error) { return 0, errBroken }
 func (*brokenHistory) LastScheduled(context.Context, string) (time.Time, bool, error) {

@@ -91,7 +91,7 @@ func openHistory(ctx context.Context, cfg *configs.Config, log *slog.Logger, rea
 // jobLocker keeps per-job lock files next to the history, so `vigil run`
 // and the daemon never run one job twice at once.
 func jobLocker(cfg *configs.Config) runner.JobLocker {
-	return runner.DirLocker{Dir: filepath.Join(filepath.Dir(cfg.History.Path), "locks")}
+	return runner.NewDirLocker(filepath.Join(filepath.Dir(cfg.History.Path), "locks"))
 }
 
 // repoOpener opens the configured repository on first use by a job.

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -40,7 +41,17 @@ type Options struct {
 
 // DB is a SQLite run history.
 type DB struct {
-	db   *sql.DB
+	// db is the single writer connection: SQLite allows one writer at a
+	// time, and several pooled writers only meet in its busy handler, which
+	// sleeps in millisecond steps. One connection queues writers in Go
+	// instead, in arrival order, with no sleeping.
+	db *sql.DB
+	// rdb is a pool of query-only connections; in WAL mode they read
+	// while the writer writes.
+	rdb *sql.DB
+	// w groups the runner's writes (runs, logs, findings) into shared
+	// transactions on db.
+	w    *writer
 	path string
 }
 
@@ -56,13 +67,15 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	q := url.Values{}
 	q.Set("_busy_timeout", strconv.FormatInt(opts.BusyTimeout.Milliseconds(), 10))
 	q.Set("_foreign_keys", "on")
-	q.Set("_txlock", "immediate") // take the write lock at BEGIN: no upgrade deadlocks
 	if opts.ReadOnly {
 		q.Set("mode", "ro")
-	} else {
-		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-			return nil, fmt.Errorf("open history %s: %w", path, err)
-		}
+	} else if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("open history %s: %w", path, err)
+	}
+	rq := maps.Clone(q)
+	rq.Set("_query_only", "true")
+	if !opts.ReadOnly {
+		q.Set("_txlock", "immediate") // take the write lock at BEGIN: no upgrade deadlocks
 		q.Set("_journal_mode", "WAL")
 		q.Set("_synchronous", "NORMAL") // WAL + NORMAL: durable across process crashes
 	}
@@ -70,8 +83,17 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open history %s: %w", path, err)
 	}
-	h := &DB{db: db, path: path}
+	db.SetMaxOpenConns(1)
+	h := &DB{db: db, rdb: db, path: path}
 	if err := h.init(ctx, opts.ReadOnly); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open history %s: %w", path, err)
+	}
+	h.w = newWriter(db)
+	// The read pool opens after init, so its connections see WAL mode
+	// and the migrated schema.
+	if h.rdb, err = sql.Open("sqlite3", "file:"+path+"?"+rq.Encode()); err != nil {
+		h.w.close()
 		db.Close()
 		return nil, fmt.Errorf("open history %s: %w", path, err)
 	}
@@ -191,7 +213,8 @@ func (h *DB) Path() string { return h.path }
 
 // Close closes the database.
 func (h *DB) Close() error {
-	if err := h.db.Close(); err != nil {
+	h.w.close()
+	if err := errors.Join(h.rdb.Close(), h.db.Close()); err != nil {
 		return fmt.Errorf("close history: %w", err)
 	}
 	return nil
@@ -231,29 +254,85 @@ func summaryJSON(s runner.Summary) (string, error) {
 	return string(b), nil
 }
 
-const insertRun = `INSERT INTO runs (job, kind, trigger, scheduled_at, started_at, finished_at, at, status, attempt, error,
-	bytes_read, bytes_new, bytes_stored, files, snapshot_id, summary, pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+const (
+	insertValues = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	insertRun    = `INSERT INTO runs (job, kind, trigger, scheduled_at, started_at, finished_at, at, status, attempt, error,
+	bytes_read, bytes_new, bytes_stored, files, snapshot_id, summary, pid) VALUES ` + insertValues
+)
 
-func (h *DB) insert(ctx context.Context, op string, r runner.Run) (int64, error) {
+// runArgs returns insertRun's arguments for r.
+func runArgs(r runner.Run) ([]any, error) {
 	sum, err := summaryJSON(r.Summary)
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w", op, err)
+		return nil, err
 	}
-	res, err := h.db.ExecContext(ctx, insertRun, r.Job, r.Kind, string(r.Trigger), ms(r.ScheduledAt), ms(r.StartedAt), ms(r.FinishedAt), sortAt(r),
-		string(r.Status), max(r.Attempt, 1), r.Error, r.Summary.BytesRead, r.Summary.BytesNew, r.Summary.BytesStored, r.Summary.Files, r.Summary.SnapshotID, sum, r.PID)
+	return []any{r.Job, r.Kind, string(r.Trigger), ms(r.ScheduledAt), ms(r.StartedAt), ms(r.FinishedAt), sortAt(r),
+		string(r.Status), max(r.Attempt, 1), r.Error, r.Summary.BytesRead, r.Summary.BytesNew, r.Summary.BytesStored, r.Summary.Files,
+		r.Summary.SnapshotID, sum, r.PID}, nil
+}
+
+func (h *DB) insert(ctx context.Context, op string, r runner.Run) (id int64, err error) {
+	args, err := runArgs(r)
 	if err != nil {
 		return 0, fmt.Errorf("%s for job %s: %w", op, r.Job, err)
 	}
-	id, err := res.LastInsertId()
-	if err != nil {
-		return 0, fmt.Errorf("%s for job %s: %w", op, r.Job, err)
-	}
-	return id, nil
+	err = h.inTx(ctx, op+" for job "+r.Job, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, insertRun, args...)
+		if err != nil {
+			return err
+		}
+		id, err = res.LastInsertId()
+		return err
+	})
+	return id, err
 }
 
 // Start implements runner.Recorder.
 func (h *DB) Start(ctx context.Context, r runner.Run) (int64, error) {
 	return h.insert(ctx, "start run", r)
+}
+
+// batchRows is how many runs one multi-row INSERT carries: 17 columns x
+// 400 stays far below SQLite's 32,766 bound variables.
+const batchRows = 400
+
+// StartBatch implements runner.Recorder: one transaction for all runs,
+// with multi-row INSERTs (one statement per 400 runs, not per run).
+func (h *DB) StartBatch(ctx context.Context, runs []runner.Run) ([]int64, error) {
+	ids := make([]int64, len(runs))
+	err := h.inTx(ctx, "start runs", func(tx *sql.Tx) error {
+		for lo := 0; lo < len(runs); lo += batchRows {
+			chunk := runs[lo:min(lo+batchRows, len(runs))]
+			args := make([]any, 0, len(chunk)*17)
+			for _, r := range chunk {
+				a, err := runArgs(r)
+				if err != nil {
+					return fmt.Errorf("job %s: %w", r.Job, err)
+				}
+				args = append(args, a...)
+			}
+			q := insertRun + strings.Repeat(", "+insertValues, len(chunk)-1)
+			res, err := tx.ExecContext(ctx, q, args...)
+			if err != nil {
+				return err
+			}
+			last, err := res.LastInsertId()
+			if err != nil {
+				return err
+			}
+			// One statement in a write transaction: SQLite numbers its
+			// rows consecutively (AUTOINCREMENT, no other writer), so the
+			// last id gives all of them.
+			for i := range chunk {
+				ids[lo+i] = last - int64(len(chunk)-1-i)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ids, nil
 }
 
 // Record implements runner.Recorder.
@@ -267,17 +346,19 @@ func (h *DB) Finish(ctx context.Context, r runner.Run) error {
 	if err != nil {
 		return fmt.Errorf("finish run %d: %w", r.ID, err)
 	}
-	res, err := h.db.ExecContext(ctx, `UPDATE runs SET finished_at = ?, status = ?, attempt = ?, error = ?, bytes_read = ?, bytes_new = ?,
+	return h.inTx(ctx, fmt.Sprintf("finish run %d", r.ID), func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE runs SET finished_at = ?, status = ?, attempt = ?, error = ?, bytes_read = ?, bytes_new = ?,
 		bytes_stored = ?, files = ?, snapshot_id = ?, summary = ? WHERE id = ?`,
-		ms(r.FinishedAt), string(r.Status), max(r.Attempt, 1), r.Error, r.Summary.BytesRead, r.Summary.BytesNew, r.Summary.BytesStored,
-		r.Summary.Files, r.Summary.SnapshotID, sum, r.ID)
-	if err != nil {
-		return fmt.Errorf("finish run %d: %w", r.ID, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("finish run %d: %w", r.ID, runner.ErrNotFound)
-	}
-	return nil
+			ms(r.FinishedAt), string(r.Status), max(r.Attempt, 1), r.Error, r.Summary.BytesRead, r.Summary.BytesNew, r.Summary.BytesStored,
+			r.Summary.Files, r.Summary.SnapshotID, sum, r.ID)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return runner.ErrNotFound
+		}
+		return nil
+	})
 }
 
 // AppendLogs implements runner.Recorder.
@@ -358,16 +439,11 @@ func scanFinding(sc interface{ Scan(...any) error }, lead ...any) (runner.Findin
 	return f, nil
 }
 
+// inTx runs fn in a transaction shared with other writes waiting at the
+// same time (see writer); fn must use only tx.
 func (h *DB) inTx(ctx context.Context, op string, fn func(*sql.Tx) error) error {
-	tx, err := h.db.BeginTx(ctx, nil)
+	err := h.w.do(ctx, func(ctx context.Context, tx *sql.Tx) error { return fn(tx) })
 	if err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	if err := fn(tx); err != nil {
-		tx.Rollback()
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	return nil
@@ -376,7 +452,7 @@ func (h *DB) inTx(ctx context.Context, op string, fn func(*sql.Tx) error) error 
 // LastScheduled implements runner.Recorder.
 func (h *DB) LastScheduled(ctx context.Context, job string) (time.Time, bool, error) {
 	var v sql.NullInt64
-	err := h.db.QueryRowContext(ctx, `SELECT max(scheduled_at) FROM runs WHERE job = ? AND trigger IN ('schedule', 'catch-up')`, job).Scan(&v)
+	err := h.rdb.QueryRowContext(ctx, `SELECT max(scheduled_at) FROM runs WHERE job = ? AND trigger IN ('schedule', 'catch-up')`, job).Scan(&v)
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("last scheduled run of %s: %w", job, err)
 	}
@@ -450,7 +526,7 @@ func (h *DB) Runs(ctx context.Context, f runner.RunFilter) ([]runner.Run, error)
 	}
 	q += " ORDER BY at DESC, id DESC LIMIT ?"
 	args = append(args, limit)
-	rows, err := h.db.QueryContext(ctx, q, args...)
+	rows, err := h.rdb.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list runs: %w", err)
 	}
@@ -471,7 +547,7 @@ func (h *DB) Runs(ctx context.Context, f runner.RunFilter) ([]runner.Run, error)
 
 // Get implements runner.Reader.
 func (h *DB) Get(ctx context.Context, id int64) (runner.Run, error) {
-	r, err := scanRun(h.db.QueryRowContext(ctx, "SELECT "+runCols+" FROM runs WHERE id = ?", id))
+	r, err := scanRun(h.rdb.QueryRowContext(ctx, "SELECT "+runCols+" FROM runs WHERE id = ?", id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, fmt.Errorf("get run %d: %w", id, runner.ErrNotFound)
 	}
@@ -483,7 +559,7 @@ func (h *DB) Get(ctx context.Context, id int64) (runner.Run, error) {
 
 // Logs implements runner.Reader.
 func (h *DB) Logs(ctx context.Context, runID int64) ([]runner.LogLine, error) {
-	rows, err := h.db.QueryContext(ctx, `SELECT seq, at, level, message, attrs FROM run_logs WHERE run_id = ? ORDER BY seq`, runID)
+	rows, err := h.rdb.QueryContext(ctx, `SELECT seq, at, level, message, attrs FROM run_logs WHERE run_id = ? ORDER BY seq`, runID)
 	if err != nil {
 		return nil, fmt.Errorf("run %d log: %w", runID, err)
 	}
@@ -506,7 +582,7 @@ func (h *DB) Logs(ctx context.Context, runID int64) ([]runner.LogLine, error) {
 
 // Findings implements runner.Reader.
 func (h *DB) Findings(ctx context.Context, runID int64) ([]runner.Finding, error) {
-	rows, err := h.db.QueryContext(ctx, `SELECT `+findingCols+` FROM findings f WHERE run_id = ? ORDER BY id`, runID)
+	rows, err := h.rdb.QueryContext(ctx, `SELECT `+findingCols+` FROM findings f WHERE run_id = ? ORDER BY id`, runID)
 	if err != nil {
 		return nil, fmt.Errorf("run %d findings: %w", runID, err)
 	}
@@ -529,7 +605,7 @@ func (h *DB) Findings(ctx context.Context, runID int64) ([]runner.Finding, error
 func (h *DB) LastRuns(ctx context.Context) (map[string]runner.Run, error) {
 	// A loose index scan: walk the distinct jobs through runs_job_at with
 	// one seek each, instead of grouping a million rows.
-	rows, err := h.db.QueryContext(ctx, `WITH RECURSIVE jobs(j) AS (
+	rows, err := h.rdb.QueryContext(ctx, `WITH RECURSIVE jobs(j) AS (
 			SELECT min(job) FROM runs
 			UNION ALL
 			SELECT (SELECT min(job) FROM runs WHERE job > j) FROM jobs WHERE j IS NOT NULL)

@@ -16,7 +16,7 @@ var _ runner.StateStore = (*DB)(nil)
 // GetState implements runner.StateStore.
 func (h *DB) GetState(ctx context.Context, job, key string) ([]byte, bool, error) {
 	var v []byte
-	err := h.db.QueryRowContext(ctx, `SELECT value FROM job_state WHERE job = ? AND key = ?`, job, key).Scan(&v)
+	err := h.rdb.QueryRowContext(ctx, `SELECT value FROM job_state WHERE job = ? AND key = ?`, job, key).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, false, nil
 	}
@@ -58,7 +58,7 @@ func (h *DB) ListState(ctx context.Context, job, prefix string) (map[string][]by
 			q, args = q+` AND key < ?`, append(args, hi)
 		}
 	}
-	rows, err := h.db.QueryContext(ctx, q, args...)
+	rows, err := h.rdb.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list state %s/%s*: %w", job, prefix, err)
 	}
@@ -132,7 +132,7 @@ func (h *DB) ListFindings(ctx context.Context, f runner.FindingFilter) ([]runner
 	}
 	q += " ORDER BY r.at DESC, f.run_id DESC, f.id LIMIT ?"
 	args = append(args, limit)
-	rows, err := h.db.QueryContext(ctx, q, args...)
+	rows, err := h.rdb.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list findings: %w", err)
 	}
