@@ -61,6 +61,10 @@ func TestBadConfigs(t *testing.T) {
 		{"bad chunking", "repository:\n  chunking: {min_size: 4MiB, avg_size: 1MiB, max_size: 8MiB}\n", []string{`b.yaml:2: repository.chunking: need min_size <= avg_size <= max_size`}},
 		{"bad size", "repository:\n  chunking: {min_size: 4 megs}\n", []string{`b.yaml:2: repository.chunking.min_size: expected a size like 4096, 512KiB or 8MiB, got "4 megs"`}},
 		{"concurrency group zero", job + "concurrency_groups: {vm: 0}\n", []string{`b.yaml:5: concurrency_groups.vm: must be at least 1`}},
+		{"float not a number", job + "  - name: k\n    kind: command\n    with:\n      argv: [x]\n      ratio: 5%\n", []string{`b.yaml:9: jobs[1].with.ratio: expected a number like 0.05, got "5%"`}},
+		{"float decimal comma", "jobs:\n  - name: j\n    kind: command\n    with: {argv: [x], ratio: \"0,5\"}\n", []string{`b.yaml:4: jobs[0].with.ratio: expected a number like 0.05, got "0,5"`}},
+		{"float not finite", "jobs:\n  - name: j\n    kind: command\n    with: {argv: [x], ratio: NaN}\n", []string{`b.yaml:4: jobs[0].with.ratio: expected a number like 0.05, got "NaN"`}},
+		{"float is a list", "jobs:\n  - name: j\n    kind: command\n    with: {argv: [x], ratio: [1]}\n", []string{`b.yaml:4: jobs[0].with.ratio: expected a number, got a list`}},
 		{"kind check error", "jobs:\n  - name: j\n    kind: command\n    with: {}\n", []string{`b.yaml:4: jobs[0].with.argv: is required`}},
 		{"many errors at once", "jobs:\n  - name: a\n    kind: command\n    timeout: -1s\n    retries: -1\n    catch_up: never\n    with: {argv: [x]}\n", []string{
 			`b.yaml:4: jobs[0].timeout: must be positive`,

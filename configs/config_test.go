@@ -24,6 +24,7 @@ func (fakeKinds) CheckJob(j Job) error {
 	var p struct {
 		Argv  []string `yaml:"argv"`
 		Token Secret   `yaml:"token"`
+		Ratio float64  `yaml:"ratio"`
 	}
 	if err := j.With.Decode(&p); err != nil {
 		return err
@@ -90,6 +91,7 @@ jobs:
     with:
       argv: [/usr/local/bin/report, --quiet]
       token: ${PW}
+      ratio: 0.05
   - name: manual.only
     kind: command
     timeout: 1d12h
@@ -122,11 +124,12 @@ func TestLoadGood(t *testing.T) {
 	var with struct {
 		Argv  []string `yaml:"argv"`
 		Token Secret   `yaml:"token"`
+		Ratio float64  `yaml:"ratio"`
 	}
 	if err := script.With.Decode(&with); err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(with.Argv, " ") != "/usr/local/bin/report --quiet" || with.Token.Reveal() != "env-secret" {
+	if strings.Join(with.Argv, " ") != "/usr/local/bin/report --quiet" || with.Token.Reveal() != "env-secret" || with.Ratio != 0.05 {
 		t.Errorf("with = %+v", with)
 	}
 	manual, _ := c.Job("manual.only")

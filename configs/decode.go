@@ -2,6 +2,7 @@ package configs
 
 import (
 	"fmt"
+	"math"
 	"reflect"
 	"strconv"
 	"strings"
@@ -152,6 +153,17 @@ func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
 				return
 			}
 			v.SetInt(i)
+		}
+	case reflect.Float64, reflect.Float32:
+		if s, ok := d.scalar(n, path, "a number"); ok {
+			f, err := strconv.ParseFloat(s, v.Type().Bits())
+			// NaN and infinities pass ParseFloat but make no sense as a
+			// threshold or a ratio, and NaN fails every range check.
+			if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+				d.errAt(n.Line, path, "expected a number like 0.05, got %q", s)
+				return
+			}
+			v.SetFloat(f)
 		}
 	case reflect.Bool:
 		if s, ok := d.scalar(n, path, "true or false"); ok {

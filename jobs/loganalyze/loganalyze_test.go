@@ -419,6 +419,27 @@ func TestRotatedWhileReading(t *testing.T) {
 	}
 }
 
+// TestFloatOptionsDecode: http_5xx_rate is a fraction in the config.
+func TestFloatOptionsDecode(t *testing.T) {
+	for with, want := range map[string]float64{
+		`{inputs: [{paths: [/x]}], http_5xx_rate: 0.05}`: 0.05,
+		`{inputs: [{paths: [/x]}], http_5xx_rate: 1}`:    1,
+		`{inputs: [{paths: [/x]}]}`:                      0.01,
+	} {
+		w, err := configs.ParseWith(with)
+		if err != nil {
+			t.Fatal(err)
+		}
+		j, err := New(configs.Job{Name: "x", Kind: "loganalyze", With: w})
+		if err != nil {
+			t.Fatalf("%s: %v", with, err)
+		}
+		if got := j.(*Job).p.HTTP5xxRate; got != want {
+			t.Errorf("%s: http_5xx_rate = %v, want %v", with, got, want)
+		}
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	for _, c := range []struct{ with, want string }{
 		{`{}`, "inputs"},
@@ -431,6 +452,8 @@ func TestConfigErrors(t *testing.T) {
 		{`{inputs: [{paths: [/x]}], rules: [{code: ssh.failed_password, pattern: x}]}`, "built-in"},
 		{`{inputs: [{paths: [/x]}], rules: [{code: a.b, pattern: x, severity: loud}]}`, "severity"},
 		{`{inputs: [{paths: [/x], format: json, fields: {nope: x}}]}`, "unknown event field"},
+		{`{inputs: [{paths: [/x]}], http_5xx_rate: 1.5}`, "http_5xx_rate: must be between 0 and 1"},
+		{`{inputs: [{paths: [/x]}], http_5xx_rate: 5%}`, `http_5xx_rate: expected a number like 0.05, got "5%"`},
 	} {
 		w, _ := configs.ParseWith(c.with)
 		_, err := New(configs.Job{Name: "x", Kind: "loganalyze", With: w})

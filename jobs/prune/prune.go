@@ -31,7 +31,7 @@ type Params struct {
 	// retention says (a legal hold, a pre-upgrade snapshot).
 	KeepTags []string `yaml:"keep_tags"`
 	// RepackUnusedPercent: packs at least this unused are repacked
-	// (default 30). A whole percentage because configs decodes no floats.
+	// (default 30), as a whole percentage.
 	RepackUnusedPercent int `yaml:"repack_unused_percent"`
 	// LockWait is how long to wait for running backups to release the
 	// repository before giving up (default 2h).
