@@ -14,7 +14,8 @@ type Config struct {
 	Repository Repository `yaml:"repository"`
 	History    History    `yaml:"history"`
 	// Timezone is the IANA zone cron schedules are read in, unless a job's
-	// schedule starts with CRON_TZ=. "Local" means the host's zone.
+	// schedule starts with CRON_TZ=, and the one retention's days, weeks
+	// and months are cut in. "Local" means the host's zone.
 	Timezone string   `yaml:"timezone"`
 	Defaults Defaults `yaml:"defaults"`
 	// ConcurrencyGroups sets how many jobs of a group may run at once;
@@ -105,6 +106,10 @@ type Job struct {
 	Enabled          bool      `yaml:"enabled"`
 	// With is the kind's own section, decoded by the kind (With.Decode).
 	With With `yaml:"with"`
+	// Location is the config's timezone, set by Load (nil means
+	// time.Local), for kinds that cut time into days and weeks: retention
+	// keeps "one per day" in the admin's days, not the server's.
+	Location *time.Location `yaml:"-" json:"-"`
 }
 
 // Default returns the built-in defaults that a config file overrides.

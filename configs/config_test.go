@@ -117,6 +117,9 @@ func TestLoadGood(t *testing.T) {
 		home.CatchUp != CatchUpOnce || !home.Enabled || home.Retention.KeepDaily != 7 || home.ConcurrencyGroup != "vm" {
 		t.Errorf("home did not get the defaults: %+v", home)
 	}
+	if home.Location == nil || home.Location.String() != "Europe/Berlin" {
+		t.Errorf("home's location = %v, want the config's timezone", home.Location)
+	}
 	script, _ := c.Job("script")
 	if script.Retries != 0 || script.CatchUp != CatchUpSkip || script.Enabled {
 		t.Errorf("script overrides lost: %+v", script)

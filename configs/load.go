@@ -144,8 +144,10 @@ func dedupe(es Errors) Errors {
 // the defaults section. Presence, not zero-ness, decides: "retries: 0"
 // overrides a default of 3.
 func (c *Config) applyJobDefaults() {
+	loc, _ := loadLocation(c.Timezone) // nil if bad; Validate reports it
 	for i := range c.Jobs {
 		j := &c.Jobs[i]
+		j.Location = loc
 		set := func(field string) bool {
 			_, ok := c.pos[fmt.Sprintf("jobs[%d].%s", i, field)]
 			return ok

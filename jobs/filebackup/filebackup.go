@@ -5,6 +5,7 @@
 package filebackup
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -73,14 +74,15 @@ func New(job configs.Job) (runner.Job, error) {
 	if len(errs) > 0 {
 		return nil, errs
 	}
-	return &Job{p: p, retention: job.Retention, loc: time.Local}, nil
+	return &Job{p: p, retention: job.Retention, loc: cmp.Or(job.Location, time.Local)}, nil
 }
 
 // Job is one configured files job.
 type Job struct {
 	p         Params
 	retention configs.Retention
-	// loc is the zone retention's day/week/month buckets are cut in.
+	// loc is the zone retention's day/week/month buckets are cut in: the
+	// config's timezone (time.Local if unset).
 	loc *time.Location
 }
 

@@ -9,10 +9,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vigilops/vigil/configs"
 	"github.com/vigilops/vigil/jobs/jobtest"
 	"github.com/vigilops/vigil/runner"
+	"github.com/vigilops/vigil/storage/blob/local"
 	"github.com/vigilops/vigil/storage/repo"
 )
 
@@ -222,5 +224,48 @@ func TestRunnerDryRunTouchesNoRepository(t *testing.T) {
 	}
 	if len(res.Findings) != 1 || res.Findings[0].Subject != gone || !strings.Contains(log.String(), "would then apply retention") {
 		t.Errorf("findings %+v, log:\n%s", res.Findings, log.String())
+	}
+}
+
+// TestRetentionDaysInConfiguredTimezone: keep_daily counts days in the
+// config's timezone. Backups at 23:00 and 01:00 UTC are two days in UTC
+// and one evening in New York; whatever the machine's zone, one of the two
+// cases fails if retention ignores the config.
+func TestRetentionDaysInConfiguredTimezone(t *testing.T) {
+	first := time.Date(2026, 3, 1, 23, 0, 0, 0, time.UTC)
+	for tz, want := range map[string]int{"UTC": 2, "America/New_York": 1} {
+		t.Run(tz, func(t *testing.T) {
+			src := t.TempDir()
+			writeFiles(t, src, map[string]string{"a": "1"})
+			yml := "timezone: " + tz + "\njobs:\n  - name: docs\n    kind: files\n    retention: {keep_daily: 7}\n    with: {paths: [" + src + "]}\n"
+			cfg, err := configs.Parse("f.yaml", []byte(yml), configs.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			job, err := New(cfg.Jobs[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			now := first
+			st, err := local.Open(filepath.Join(t.TempDir(), "repo"), true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := repo.Init(context.Background(), st, jobtest.Password, repo.InitOptions{},
+				repo.Options{KDF: jobtest.KDF, Clock: func() time.Time { return now }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var last jobtest.Result
+			for _, at := range []time.Time{first, first.Add(2 * time.Hour)} {
+				now = at
+				if last = jobtest.Run(t, "docs", "files", job, r); last.Run.Status != runner.StatusSuccess {
+					t.Fatalf("run at %s: %s %s", at, last.Run.Status, last.Run.Error)
+				}
+			}
+			if x := last.Run.Summary.Extra; x["snapshots_kept"] != want {
+				t.Errorf("kept %v snapshots, want %d (keep_daily in %s)\n%s", x["snapshots_kept"], want, tz, last.Messages())
+			}
+		})
 	}
 }

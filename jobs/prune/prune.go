@@ -5,6 +5,7 @@
 package prune
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -66,14 +67,16 @@ func New(job configs.Job) (runner.Job, error) {
 	}
 	pol := repojob.Policy(job.Retention)
 	pol.Tags = p.KeepTags
-	return &Job{p: p, policy: pol, loc: time.Local}, nil
+	return &Job{p: p, policy: pol, loc: cmp.Or(job.Location, time.Local)}, nil
 }
 
 // Job is one configured prune job.
 type Job struct {
 	p      Params
 	policy repo.Policy
-	loc    *time.Location
+	// loc is the config's timezone (time.Local if unset): retention's days and
+	// weeks are the admin's, not the server's.
+	loc *time.Location
 }
 
 // Run implements runner.Job.

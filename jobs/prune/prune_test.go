@@ -7,10 +7,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vigilops/vigil/configs"
 	"github.com/vigilops/vigil/jobs/jobtest"
 	"github.com/vigilops/vigil/runner"
+	"github.com/vigilops/vigil/storage/blob/local"
 	"github.com/vigilops/vigil/storage/repo"
 )
 
@@ -136,5 +138,46 @@ func TestConfigErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("with %q: error %v, want %q", tc.with, err, tc.want)
 		}
+	}
+}
+
+// TestRetentionDaysInConfiguredTimezone: keep_daily counts days in the
+// config's timezone. 23:00 and 01:00 UTC are two days in UTC and one
+// evening in New York; whatever the machine's zone, one of the two cases
+// fails if retention ignores the config.
+func TestRetentionDaysInConfiguredTimezone(t *testing.T) {
+	first := time.Date(2026, 3, 1, 23, 0, 0, 0, time.UTC)
+	for tz, want := range map[string]int{"UTC": 2, "America/New_York": 1} {
+		t.Run(tz, func(t *testing.T) {
+			src := "timezone: " + tz + "\njobs:\n  - name: weekly-prune\n    kind: prune\n    retention: {keep_daily: 7}\n"
+			cfg, err := configs.Parse("p.yaml", []byte(src), configs.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			job, err := New(cfg.Jobs[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			now := first
+			st, err := local.Open(filepath.Join(t.TempDir(), "repo"), true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := repo.Init(context.Background(), st, jobtest.Password, repo.InitOptions{PackSize: 1 << 20},
+				repo.Options{KDF: jobtest.KDF, Clock: func() time.Time { return now }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			backups(t, r, "shares", 1)
+			now = first.Add(2 * time.Hour)
+			backups(t, r, "shares", 1)
+			res := jobtest.Run(t, "weekly-prune", "prune", job, r)
+			if res.Run.Status != runner.StatusSuccess {
+				t.Fatalf("status %s: %s\n%s", res.Run.Status, res.Run.Error, res.Messages())
+			}
+			if got := perJob(t, r)["shares"]; got != want {
+				t.Errorf("kept %d snapshots, want %d (keep_daily in %s)\n%s", got, want, tz, res.Messages())
+			}
+		})
 	}
 }
