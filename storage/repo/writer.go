@@ -205,7 +205,7 @@ func (w *Writer) addToPack(e PackedBlob, sealed []byte) {
 	p := w.open[e.Type]
 	// A blob that would overflow the pack closes it first, so a data pack
 	// buffer never grows past its target size (plus header) and is reusable.
-	if p != nil && len(p.entries) > 0 && len(p.buf)+len(sealed) > w.r.pack {
+	if p != nil && len(p.entries) > 0 && len(p.buf)+len(sealed) > packTarget(e.Type, w.r.pack) {
 		full = p
 		p = nil
 	}
@@ -397,4 +397,16 @@ func (r *Repository) putRetry(ctx context.Context, name string, data []byte) err
 		r.log.Warn("put failed, retrying", "object", name, "attempt", attempt+1, "err", err)
 	}
 	return err
+}
+
+// treePackMax bounds tree packs. They grow from a small buffer (most are
+// tiny); a disk image's content lists could otherwise fill a full-size pack
+// and hold it, doubled, in memory.
+const treePackMax = 4 << 20
+
+func packTarget(t BlobType, size int) int {
+	if t == TreeBlob {
+		return min(size, treePackMax)
+	}
+	return size
 }
