@@ -106,7 +106,7 @@ type InitOptions struct {
 }
 
 // Init creates a repository in an empty store and returns it opened.
-func Init(ctx context.Context, store blob.Store, password string, io InitOptions, o Options) (*Repository, error) {
+func Init(ctx context.Context, store blob.Store, password string, iopts InitOptions, o Options) (*Repository, error) {
 	o = o.fill()
 	if _, err := store.Stat(ctx, "config"); err == nil {
 		return nil, fmt.Errorf("init: %s already holds a repository", store.Location())
@@ -124,15 +124,15 @@ func Init(ctx context.Context, store blob.Store, password string, io InitOptions
 	if err != nil {
 		return nil, err
 	}
-	if io.PackSize <= 0 {
-		io.PackSize = 16 << 20
+	if iopts.PackSize <= 0 {
+		iopts.PackSize = 16 << 20
 	}
 	r := &Repository{
 		store: store, key: mk, log: o.Logger, now: o.Clock, kdf: o.KDF, conns: o.Connections, ups: o.Uploads,
 		cfg: Config{
 			Version: FormatVersion, ID: NewRandomID(), Created: o.Clock().UTC(), Polynomial: pol,
 			Profiles: map[string]ChunkProfile{"default": ProfileDefault, "image": ProfileImage},
-			PackSize: io.PackSize,
+			PackSize: iopts.PackSize,
 		},
 	}
 	// The key file goes first: a config without a key would be unreadable.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
 	"sort"
 	"strconv"
@@ -192,7 +193,7 @@ func (r *Repository) LoadBlob(ctx context.Context, idx *MasterIndex, h BlobHandl
 	}
 	defer rc.Close()
 	sealed := make([]byte, e.Length)
-	if _, err := readFull(rc, sealed); err != nil {
+	if _, err := io.ReadFull(rc, sealed); err != nil {
 		return nil, fmt.Errorf("read pack %s: %w", pack.Short(), err)
 	}
 	return r.openBlob(e, sealed, nil)
@@ -204,21 +205,6 @@ func readObject(ctx context.Context, r *Repository, name string) ([]byte, error)
 		return nil, fmt.Errorf("load %s: %w", name, err)
 	}
 	return b, nil
-}
-
-func readFull(rd interface{ Read([]byte) (int, error) }, b []byte) (int, error) {
-	n := 0
-	for n < len(b) {
-		m, err := rd.Read(b[n:])
-		n += m
-		if err != nil {
-			if n == len(b) {
-				return n, nil
-			}
-			return n, fmt.Errorf("short read (%d of %d bytes): %w", n, len(b), err)
-		}
-	}
-	return n, nil
 }
 
 // Walk calls fn for every node below tree, depth first in name order, with
