@@ -92,6 +92,16 @@ func (rf *runnerFlags) openConfigs(ctx context.Context, job string) (*configsSes
 	return s, nil
 }
 
+// history finds the job that exports target and opens its export history.
+func (s *configsSession) history(ctx context.Context, target string) (exportJob, *configexport.History, error) {
+	j, err := s.find(target)
+	if err != nil {
+		return j, nil, err
+	}
+	h, err := configexport.OpenHistory(ctx, s.r, s.idx, j.name)
+	return j, h, err
+}
+
 // find returns the job that exports target (usage error if none or
 // several do).
 func (s *configsSession) find(target string) (exportJob, error) {
@@ -212,11 +222,7 @@ func newConfigsHistoryCmd(rf *runnerFlags) *cobra.Command {
 				return err
 			}
 			defer s.Close()
-			j, err := s.find(args[0])
-			if err != nil {
-				return err
-			}
-			hist, err := configexport.OpenHistory(ctx, s.r, s.idx, j.name)
+			j, hist, err := s.history(ctx, args[0])
 			if err != nil {
 				return err
 			}

@@ -74,11 +74,7 @@ func newConfigsDiffCmd(rf *runnerFlags) *cobra.Command {
 				return err
 			}
 			defer s.Close()
-			j, err := s.find(target)
-			if err != nil {
-				return err
-			}
-			hist, err := configexport.OpenHistory(ctx, s.r, s.idx, j.name)
+			j, hist, err := s.history(ctx, target)
 			if err != nil {
 				return err
 			}
@@ -148,11 +144,7 @@ func newConfigsShowCmd(rf *runnerFlags) *cobra.Command {
 				return err
 			}
 			defer s.Close()
-			j, err := s.find(target)
-			if err != nil {
-				return err
-			}
-			hist, err := configexport.OpenHistory(ctx, s.r, s.idx, j.name)
+			j, hist, err := s.history(ctx, target)
 			if err != nil {
 				return err
 			}
