@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/restic/chunker"
-	"golang.org/x/sync/errgroup"
 )
 
 // BackupOptions describe one backup.
@@ -628,33 +627,22 @@ func (a *archiver) saveFile(ctx context.Context, full string, n *Node) error {
 			return err
 		}
 	} else {
-		par := runtime.GOMAXPROCS(0)
-		for off := int64(0); ; off += int64(par) * segmentSize {
-			refs := make([][]ContentRef, par)
-			read := make([]int64, par)
-			g, gctx := errgroup.WithContext(ctx)
-			for i := 0; i < par; i++ {
-				g.Go(func() error {
-					sr := io.NewSectionReader(f, off+int64(i)*segmentSize, segmentSize)
-					var err error
-					refs[i], read[i], err = a.chunkSegment(gctx, sr, prof)
-					return err
-				})
-			}
-			if err := g.Wait(); err != nil {
-				return err
-			}
-			done := false
-			for i := 0; i < par && !done; i++ {
-				size += uint64(read[i])
-				if err := cb.add(ctx, a, refs[i]); err != nil {
-					return err
-				}
-				done = read[i] < segmentSize
-			}
-			if done {
-				break
-			}
+		// Read until a short segment: a file that grows while it is read
+		// is stored as far as that segment reached.
+		type segment struct {
+			refs []ContentRef
+			read int64
+		}
+		err := inOrder(ctx, runtime.GOMAXPROCS(0), -1, func(ctx context.Context, i int) (segment, error) {
+			sr := io.NewSectionReader(f, int64(i)*segmentSize, segmentSize)
+			refs, read, err := a.chunkSegment(ctx, sr, prof)
+			return segment{refs, read}, err
+		}, func(_ int, s segment) (bool, error) {
+			size += uint64(s.read)
+			return s.read == segmentSize, cb.add(ctx, a, s.refs)
+		})
+		if err != nil {
+			return err
 		}
 	}
 	if err := cb.finish(ctx, a, n); err != nil {

@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sync/errgroup"
 )
 
 // Builder assembles a snapshot from data that does not come from walking
@@ -181,40 +180,37 @@ func (b *Builder) AddImage(ctx context.Context, p string, src ImageSource, size 
 	nseg := int((size + segmentSize - 1) / segmentSize)
 	var st ImageStats
 	var cb contentBuilder
-	par := runtime.GOMAXPROCS(0)
-	for first := 0; first < nseg; first += par {
-		last := min(first+par, nseg)
-		refs := make([][]ContentRef, last-first)
-		g, gctx := errgroup.WithContext(ctx)
-		for i := first; i < last; i++ {
-			off := int64(i) * segmentSize
-			n := min(segmentSize, size-off)
-			if baseSegs != nil && i < len(baseSegs) && unchanged(off, n) {
-				refs[i-first] = baseSegs[i]
-				st.BytesReused += n
-				continue
-			}
-			g.Go(func() error {
-				r, read, err := b.a.chunkSegment(gctx, io.NewSectionReader(src, off, n), prof)
-				if err != nil {
-					return err
-				}
-				if read != n {
-					return fmt.Errorf("segment at %d: read %d of %d bytes", off, read, n)
-				}
-				refs[i-first] = r
-				return nil
-			})
-			st.BytesRead += n
+	type segment struct {
+		refs  []ContentRef
+		n     int64
+		reuse bool
+	}
+	// Twice the cores: images come over a network transport, and a segment
+	// waiting for its next read leaves a core to another one.
+	err = inOrder(ctx, 2*runtime.GOMAXPROCS(0), nseg, func(ctx context.Context, i int) (segment, error) {
+		off := int64(i) * segmentSize
+		n := min(segmentSize, size-off)
+		if baseSegs != nil && i < len(baseSegs) && unchanged(off, n) {
+			return segment{refs: baseSegs[i], n: n, reuse: true}, nil
 		}
-		if err := g.Wait(); err != nil {
-			return nil, st, fmt.Errorf("add %s: %w", p, err)
+		r, read, err := b.a.chunkSegment(ctx, io.NewSectionReader(src, off, n), prof)
+		if err != nil {
+			return segment{}, err
 		}
-		for _, r := range refs {
-			if err := cb.add(ctx, b.a, r); err != nil {
-				return nil, st, err
-			}
+		if read != n {
+			return segment{}, fmt.Errorf("segment at %d: read %d of %d bytes", off, read, n)
 		}
+		return segment{refs: r, n: n}, nil
+	}, func(_ int, s segment) (bool, error) {
+		if s.reuse {
+			st.BytesReused += s.n
+		} else {
+			st.BytesRead += s.n
+		}
+		return true, cb.add(ctx, b.a, s.refs)
+	})
+	if err != nil {
+		return nil, st, fmt.Errorf("add %s: %w", p, err)
 	}
 	n := metaNode(meta)
 	if err := cb.finish(ctx, b.a, n); err != nil {

@@ -30,6 +30,7 @@ func BenchmarkChunkProfiles(b *testing.B) {
 		{"512KiB", ChunkProfile{Min: 256 << 10, Max: 4 << 20, AvgBits: 19}},
 		{"128KiB", ChunkProfile{Min: 32 << 10, Max: 512 << 10, AvgBits: 17}},
 		{"64KiB", ChunkProfile{Min: 16 << 10, Max: 256 << 10, AvgBits: 16}},
+		{"64KiB-min32", ChunkProfile{Min: 32 << 10, Max: 256 << 10, AvgBits: 15}},
 		{"32KiB", ChunkProfile{Min: 8 << 10, Max: 128 << 10, AvgBits: 15}},
 	}
 	pol, _ := chunker.RandomPolynomial()

@@ -27,8 +27,9 @@ const FormatVersion = 1
 // ErrNoRepository is returned by Open when the store holds no repository.
 var ErrNoRepository = errors.New("no repository at this location (run vigil init)")
 
-// ChunkProfile bounds the content-defined chunker. AvgBits sets the expected
-// chunk size to 2^AvgBits.
+// ChunkProfile bounds the content-defined chunker. A chunk is Min bytes
+// plus on average 2^AvgBits more; the chunker does not hash the first
+// Min-64 bytes of a chunk, so a larger Min is cheaper.
 type ChunkProfile struct {
 	Min     uint `json:"min"`
 	Max     uint `json:"max"`
@@ -38,7 +39,7 @@ type ChunkProfile struct {
 // Built-in profiles; docs/design.md has the measurements behind them.
 var (
 	ProfileDefault = ChunkProfile{Min: 256 << 10, Max: 4 << 20, AvgBits: 19}
-	ProfileImage   = ChunkProfile{Min: 16 << 10, Max: 256 << 10, AvgBits: 16}
+	ProfileImage   = ChunkProfile{Min: 32 << 10, Max: 256 << 10, AvgBits: 15}
 )
 
 // Config is the encrypted repository configuration (object "config").

@@ -1,0 +1,66 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestInOrder(t *testing.T) {
+	ctx := context.Background()
+	var running, peak atomic.Int32
+	fn := func(ctx context.Context, i int) (int, error) {
+		n := running.Add(1)
+		defer running.Add(-1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		time.Sleep(time.Duration(rand.IntN(3)) * time.Millisecond) // finish out of order
+		return i * i, nil
+	}
+	var got []int
+	err := inOrder(ctx, 3, 40, fn, func(i, v int) (bool, error) {
+		if v != i*i {
+			t.Fatalf("item %d got the result %d of another item", i, v)
+		}
+		got = append(got, i)
+		return true, nil
+	})
+	if err != nil || len(got) != 40 {
+		t.Fatalf("err %v, used %d of 40", err, len(got))
+	}
+	if p := peak.Load(); p > 3 || p < 2 {
+		t.Fatalf("%d ran at once, want at most 3 (and more than one)", p)
+	}
+
+	// count < 0: until use says stop; nothing runs on afterwards.
+	var used int
+	err = inOrder(ctx, 2, -1, fn, func(i, v int) (bool, error) { used++; return i < 6, nil })
+	if err != nil || used != 7 || running.Load() != 0 {
+		t.Fatalf("stop: err %v, used %d, still running %d", err, used, running.Load())
+	}
+
+	// The first failure in order is returned and later items are cancelled.
+	boom := errors.New("boom")
+	var cancelled atomic.Int32
+	err = inOrder(ctx, 4, 100, func(ctx context.Context, i int) (int, error) {
+		if i == 5 {
+			return 0, boom
+		}
+		if i > 5 {
+			<-ctx.Done()
+			cancelled.Add(1)
+			return 0, ctx.Err()
+		}
+		return i, nil
+	}, func(i, v int) (bool, error) { return true, nil })
+	if !errors.Is(err, boom) || cancelled.Load() == 0 {
+		t.Fatalf("err %v (want boom), cancelled %d", err, cancelled.Load())
+	}
+}
