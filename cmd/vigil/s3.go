@@ -37,7 +37,8 @@ func (g *globals) openS3(ctx context.Context, create bool) (blob.Store, error) {
 	return st, nil
 }
 
-// s3OptionsFromEnv applies VIGIL_S3_TIMEOUT and VIGIL_S3_RETRIES. The store's
+// s3OptionsFromEnv applies VIGIL_S3_TIMEOUT, VIGIL_S3_RETRIES and
+// VIGIL_S3_PAYLOAD_HASH (see s3.Options.PayloadHash). The store's
 // defaults ride out minutes of endpoint trouble, which is right for a nightly
 // backup but not for a run that must end by a deadline, or for a test; these
 // two settings make the time a dead endpoint takes to report computable:
@@ -67,6 +68,14 @@ func s3OptionsFromEnv(o *s3.Options) error {
 			return usageErr("VIGIL_S3_RETRIES=%q: want a whole number of retries, 0 or more", v)
 		}
 		o.MaxAttempts = n + 1
+	}
+	if v := os.Getenv("VIGIL_S3_PAYLOAD_HASH"); v != "" {
+		switch v {
+		case s3.PayloadHashAuto, s3.PayloadHashHTTP, s3.PayloadHashNever:
+			o.PayloadHash = v
+		default:
+			return usageErr("VIGIL_S3_PAYLOAD_HASH=%q: want auto, http or never", v)
+		}
 	}
 	return nil
 }

@@ -132,7 +132,7 @@ func (s *Store) uploadPart(ctx context.Context, key, name string, uploadID *stri
 		PartNumber:    aws.Int32(num),
 		Body:          body,
 		ContentLength: aws.Int64(n),
-	})
+	}, s.uploadOptions)
 	if err != nil {
 		return nil, s.wrap(ctx, "put", fmt.Sprintf("%s part %d", name, num), err)
 	}

@@ -30,12 +30,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
@@ -102,6 +105,50 @@ type Options struct {
 	CAFile string
 	// InsecureTLS disables certificate verification. It logs a warning.
 	InsecureTLS bool
+	// PayloadHash says which uploads carry the body's SHA-256 in their
+	// signature (see PayloadHashAuto); "" is PayloadHashAuto.
+	PayloadHash string
+}
+
+// Values of Options.PayloadHash. SigV4 can sign a hash of the body, which
+// protects it on a path nobody else should touch; it costs a SHA-256 pass
+// over every byte on the client and another on servers that verify it. The
+// SDK already leaves it out over TLS (TLS protects the body), and vigil's
+// own AES-GCM authenticates every object when it is read, so a body changed
+// in transit is found by the next check or restore either way; the hash
+// only catches it at upload time.
+const (
+	// PayloadHashAuto hashes bodies sent over plain HTTP to another host; a
+	// loopback connection never leaves the machine, TLS protects the rest.
+	PayloadHashAuto = "auto"
+	// PayloadHashHTTP hashes every body sent over plain HTTP, also to a
+	// loopback address (the SDK's own behaviour).
+	PayloadHashHTTP = "http"
+	// PayloadHashNever hashes no body (UNSIGNED-PAYLOAD), for a plain-HTTP
+	// endpoint on a network the admin trusts.
+	PayloadHashNever = "never"
+)
+
+// unsignedPayload says whether uploads to endpoint skip the body hash.
+func unsignedPayload(mode, endpoint string) (bool, error) {
+	switch mode {
+	case "", PayloadHashAuto:
+		u, err := url.Parse(endpoint)
+		if err != nil || u.Scheme != "http" {
+			return false, nil // TLS: the SDK leaves the hash out already
+		}
+		h := u.Hostname()
+		if h == "localhost" {
+			return true, nil
+		}
+		ip := net.ParseIP(h)
+		return ip != nil && ip.IsLoopback(), nil
+	case PayloadHashHTTP:
+		return false, nil
+	case PayloadHashNever:
+		return true, nil
+	}
+	return false, fmt.Errorf("payload hash %q: want auto, http or never", mode)
 }
 
 func (o Options) withDefaults() Options {
@@ -140,6 +187,8 @@ type Store struct {
 	credSource string
 	// slots bounds requests in flight (Options.Connections).
 	slots chan struct{}
+	// unsigned leaves the body hash out of upload signatures.
+	unsigned bool
 	// bucketSeen is set once any request on the bucket succeeded; until then
 	// a bare 404 from HEAD could mean a missing bucket rather than a missing
 	// object, and Stat checks which.
@@ -153,6 +202,10 @@ var _ blob.Store = (*Store)(nil)
 // contact the endpoint; EnsureBucket does.
 func Open(ctx context.Context, loc Location, opts Options) (*Store, error) {
 	if err := validBucket(loc.Bucket); err != nil {
+		return nil, fmt.Errorf("s3 open: %w", err)
+	}
+	unsigned, err := unsignedPayload(opts.PayloadHash, loc.Endpoint)
+	if err != nil {
 		return nil, fmt.Errorf("s3 open: %w", err)
 	}
 	opts = opts.withDefaults()
@@ -203,6 +256,7 @@ func Open(ctx context.Context, loc Location, opts Options) (*Store, error) {
 	}
 	cfg.HTTPClient = frozen
 	s := &Store{
+		unsigned:   unsigned,
 		httpClient: frozen,
 		loc:        loc,
 		opts:       opts,
@@ -308,12 +362,19 @@ func (s *Store) Put(ctx context.Context, name string, p blob.Payload) error {
 		Key:           aws.String(key),
 		Body:          p,
 		ContentLength: aws.Int64(size),
-	})
+	}, s.uploadOptions)
 	if err != nil {
 		return s.wrap(ctx, "put", name, err)
 	}
 	s.bucketSeen.Store(true)
 	return nil
+}
+
+// uploadOptions applies Options.PayloadHash to one upload request.
+func (s *Store) uploadOptions(o *awss3.Options) {
+	if s.unsigned {
+		o.APIOptions = append(o.APIOptions, v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware)
+	}
 }
 
 // Get implements blob.Store. The returned reader holds one of the Store's

@@ -162,45 +162,92 @@ func TestEnsureBucket(t *testing.T) {
 // signed payload hash, so the server verifies what it stores.
 func TestRequestsAsConfigured(t *testing.T) {
 	forEachServer(t, func(t *testing.T, srv testServer) {
-		ctx := context.Background()
-		bucket := newBucket(t, srv)
-		p := s3test.NewFaultProxy(t, srv.Endpoint, 0)
-		s := openStore(t, Location{Endpoint: p.URL(), Bucket: bucket, Prefix: "pre"}, options(srv))
-		data := randomBytes(t, 3<<20)
-		if err := s.Put(ctx, "data/00/x", bytes.NewReader(data)); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := blob.ReadAll(ctx, s, "data/00/x"); err != nil {
-			t.Fatal(err)
-		}
-		hexHash := regexp.MustCompile(`^[0-9a-f]{64}$`)
-		var puts, gets int
-		for _, r := range p.Requests() {
-			if !strings.HasPrefix(r.URL.Path, "/"+bucket) {
-				t.Errorf("%s %s: not path-style", r.Method, r.URL)
-			}
-			for k := range r.Header {
-				if lk := strings.ToLower(k); strings.HasPrefix(lk, "x-amz-checksum") || lk == "x-amz-sdk-checksum-algorithm" || lk == "x-amz-trailer" {
-					t.Errorf("%s %s sends %s: checksums must be calculated only when required", r.Method, r.URL, k)
+		// The proxy is on 127.0.0.1, so "auto" leaves the body hash out;
+		// "http" keeps it. Both servers must accept either, for a single
+		// PUT and for multipart parts.
+		for _, mode := range []string{PayloadHashAuto, PayloadHashHTTP, PayloadHashNever} {
+			t.Run(mode, func(t *testing.T) {
+				ctx := context.Background()
+				bucket := newBucket(t, srv)
+				p := s3test.NewFaultProxy(t, srv.Endpoint, 0)
+				opts := options(srv)
+				opts.PayloadHash = mode
+				opts.PartSize = minPartSize
+				opts.MultipartThreshold = 6 << 20
+				s := openStore(t, Location{Endpoint: p.URL(), Bucket: bucket, Prefix: "pre"}, opts)
+				small, big := randomBytes(t, 3<<20), randomBytes(t, 11<<20)
+				for name, data := range map[string][]byte{"data/00/small": small, "data/00/big": big} {
+					if err := s.Put(ctx, name, bytes.NewReader(data)); err != nil {
+						t.Fatal(err)
+					}
+					got, err := blob.ReadAll(ctx, s, name)
+					if err != nil || !bytes.Equal(got, data) {
+						t.Fatalf("read back %s: %v (equal %v)", name, err, bytes.Equal(got, data))
+					}
 				}
-			}
-			if r.Header.Get("Expect") != "" {
-				t.Errorf("%s %s sends Expect: %s", r.Method, r.URL, r.Header.Get("Expect"))
-			}
-			switch r.Method {
-			case "PUT":
-				puts++
-				if h := r.Header.Get("X-Amz-Content-Sha256"); !hexHash.MatchString(h) {
-					t.Errorf("PUT payload hash %q, want a signed SHA-256", h)
+				hexHash := regexp.MustCompile(`^[0-9a-f]{64}$`)
+				var puts, parts, gets int
+				for _, r := range p.Requests() {
+					if !strings.HasPrefix(r.URL.Path, "/"+bucket) {
+						t.Errorf("%s %s: not path-style", r.Method, r.URL)
+					}
+					for k := range r.Header {
+						if lk := strings.ToLower(k); strings.HasPrefix(lk, "x-amz-checksum") || lk == "x-amz-sdk-checksum-algorithm" || lk == "x-amz-trailer" {
+							t.Errorf("%s %s sends %s: checksums must be calculated only when required", r.Method, r.URL, k)
+						}
+					}
+					if r.Header.Get("Expect") != "" {
+						t.Errorf("%s %s sends Expect: %s", r.Method, r.URL, r.Header.Get("Expect"))
+					}
+					switch r.Method {
+					case "PUT":
+						if r.URL.Query().Has("partNumber") {
+							parts++
+						} else {
+							puts++
+						}
+						h := r.Header.Get("X-Amz-Content-Sha256")
+						if mode == PayloadHashHTTP && !hexHash.MatchString(h) {
+							t.Errorf("%s: PUT payload hash %q, want a signed SHA-256", mode, h)
+						}
+						if mode != PayloadHashHTTP && h != "UNSIGNED-PAYLOAD" {
+							t.Errorf("%s: PUT payload hash %q, want UNSIGNED-PAYLOAD on loopback", mode, h)
+						}
+					case "GET":
+						gets++
+					}
 				}
-			case "GET":
-				gets++
-			}
-		}
-		if puts != 1 || gets != 1 {
-			t.Fatalf("saw %d PUT and %d GET requests, want 1 each", puts, gets)
+				if puts != 1 || parts != 3 || gets < 2 {
+					t.Fatalf("saw %d PUT, %d part uploads and %d GET requests, want 1, 3 and at least 2", puts, parts, gets)
+				}
+			})
 		}
 	})
+}
+
+func TestUnsignedPayloadChoice(t *testing.T) {
+	for _, c := range []struct {
+		mode, endpoint string
+		want           bool
+	}{
+		{"", "http://127.0.0.1:9000", true},
+		{PayloadHashAuto, "http://[::1]:9000", true},
+		{PayloadHashAuto, "http://localhost:9000", true},
+		{PayloadHashAuto, "http://10.0.0.5:9000", false},
+		{PayloadHashAuto, "http://minio.library.lan:9000", false},
+		{PayloadHashAuto, "https://10.0.0.5:9000", false}, // the SDK itself sends UNSIGNED-PAYLOAD over TLS
+		{PayloadHashAuto, "", false},                      // AWS, over TLS
+		{PayloadHashHTTP, "http://127.0.0.1:9000", false},
+		{PayloadHashNever, "http://10.0.0.5:9000", true},
+	} {
+		got, err := unsignedPayload(c.mode, c.endpoint)
+		if err != nil || got != c.want {
+			t.Errorf("unsignedPayload(%q, %q) = %v, %v; want %v", c.mode, c.endpoint, got, err, c.want)
+		}
+	}
+	if _, err := unsignedPayload("sometimes", "http://127.0.0.1"); err == nil || !strings.Contains(err.Error(), "auto, http or never") {
+		t.Fatalf("a bad mode gave %v", err)
+	}
 }
 
 // hideReaderAt hides io.ReaderAt so Put takes the serial multipart path.
