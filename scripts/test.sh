@@ -19,6 +19,8 @@ go test -count=1 -timeout 40m ./...
 
 echo "== race detector on the concurrent packages"
 go test -count=1 -race -timeout 20m ./storage/repo/ ./runner/...
+# disks of one VM are read at once (parallel_disks), into one Builder
+go test -count=1 -race -timeout 20m -run 'TestFullThenIncremental|TestNBDTransportFullThenIncremental' ./jobs/vmbackup/
 
 echo "== fuzz ($FUZZTIME each)"
 # Every func FuzzXxx in a _test.go file, run in its own package.

@@ -20,6 +20,7 @@ import (
 	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/vigilops/vigil/jobs/vmbackup/nbd"
 	"github.com/vigilops/vigil/runner"
@@ -241,12 +242,19 @@ func (j *Job) backupVM(ctx context.Context, rc runner.RunContext, s *Session, r 
 	}
 	meta := repo.FileMeta{Mode: 0o600, ModTime: start}
 	tr := j.transport(s, snap)
-	for _, d := range disks(devs) {
-		db, err := j.backupDisk(ctx, rc, s, b, tr, vm, snap, d, prevSn, prevM, meta, log)
-		if err != nil {
-			return fail(err)
-		}
-		m.Disks = append(m.Disks, db)
+	dl := disks(devs)
+	m.Disks = make([]DiskBack, len(dl))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(j.p.ParallelDisks)
+	for i, d := range dl {
+		g.Go(func() error {
+			db, err := j.backupDisk(gctx, rc, s, b, tr, vm, snap, d, prevSn, prevM, meta, log)
+			m.Disks[i] = db
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return fail(err)
 	}
 	var cj bytes.Buffer
 	if err := types.NewJSONEncoder(&cj).Encode(cfg); err != nil {

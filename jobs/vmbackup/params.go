@@ -71,6 +71,10 @@ type Params struct {
 	NBDInFlight int `yaml:"nbd_in_flight"`
 	// Parallel is how many VMs are backed up at once (default 1).
 	Parallel int `yaml:"parallel"`
+	// ParallelDisks is how many disks of one VM are read at once (default
+	// 2): each disk has its own transport connection, so a second disk
+	// keeps the cores busy while the first waits for its storage.
+	ParallelDisks int `yaml:"parallel_disks"`
 	// CleanupTimeout bounds removing a snapshot after the backup, which
 	// runs even when the backup failed or was cancelled (default 10m).
 	CleanupTimeout configs.Duration `yaml:"cleanup_timeout"`
@@ -106,7 +110,7 @@ func (p Params) Connection() Connection {
 func defaults() Params {
 	return Params{
 		Templates: "include", PoweredOff: "include", Quiesce: QuiescePreferred, QuiesceRetries: 1,
-		Transport: "datastore", NBDInFlight: 16, Parallel: 1, KeepAlive: configs.Duration(5 * time.Minute),
+		Transport: "datastore", NBDInFlight: 16, Parallel: 1, ParallelDisks: 2, KeepAlive: configs.Duration(5 * time.Minute),
 		CleanupTimeout: configs.Duration(10 * time.Minute), LockWait: configs.Duration(5 * time.Minute),
 	}
 }
@@ -176,6 +180,9 @@ func parseParams(w configs.With) (Params, error) {
 	}
 	if p.Parallel < 1 {
 		errs = append(errs, w.Errorf("parallel", "must be at least 1"))
+	}
+	if p.ParallelDisks < 1 {
+		errs = append(errs, w.Errorf("parallel_disks", "must be at least 1"))
 	}
 	if p.CleanupTimeout <= 0 {
 		errs = append(errs, w.Errorf("cleanup_timeout", "must be positive"))

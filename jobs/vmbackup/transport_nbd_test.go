@@ -183,6 +183,7 @@ func TestNBDParams(t *testing.T) {
 		{"transport: nbd\nnbd_url: \"http://h/{vm}\"\n", "scheme must be nbd"},
 		{"nbd_url: \"nbd://h/{vm}\"\n", "only used with transport: nbd"},
 		{"transport: vddk\n", `must be "datastore" or "nbd"`},
+		{"parallel_disks: 0\n", "parallel_disks: must be at least 1"},
 	} {
 		pw := filepath.Join(t.TempDir(), "pw")
 		os.WriteFile(pw, []byte("x"), 0o600)

@@ -25,7 +25,12 @@ func TestFullThenIncremental(t *testing.T) {
 	if err := s.WriteDisk("ils", 0, 0, img); err != nil {
 		t.Fatal(err)
 	}
+	img1 := diskData(2, 8*mib)
+	if err := s.WriteDisk("ils", 1, 0, img1); err != nil {
+		t.Fatal(err)
+	}
 	r := newRepo(t)
+	// Both disks are read at once (parallel_disks defaults to 2).
 	j := NewJob("vms", params(t, s, "vms: [ils]\n"))
 	var read atomic.Int64
 	j.wrapReader = func(vm string, disk int, r DiskReader) DiskReader { return countingReader{DiskReader: r, n: &read} }
@@ -72,6 +77,23 @@ func TestFullThenIncremental(t *testing.T) {
 	flat, _ := os.ReadFile(s.FlatPath("ils", 0))
 	if !bytes.Equal(got, img) || !bytes.Equal(got, flat) {
 		t.Fatal("restored image differs from the disk")
+	}
+	if _, err := r.Restore(ctx, sn, repo.RestoreOptions{Target: target, Path: "/vms/ils/disk-1.img"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(target, "disk-1.img")); err != nil || !bytes.Equal(got, img1) {
+		t.Fatalf("restored second disk differs from the disk (%v)", err)
+	}
+	idx, err := r.LoadIndex(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _, err := LoadManifest(ctx, r, idx, sn, "ils")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Disks) != 2 || m.Disks[0].Index != 0 || m.Disks[1].Index != 1 || m.Disks[1].Read != "changed" {
+		t.Fatalf("manifest disks %+v, want disk 0 then disk 1, both read incrementally", m.Disks)
 	}
 }
 
