@@ -104,6 +104,29 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &p) || errors.Is(err, ErrNotFound)
 }
 
+// retriedError marks an error that the store returned only after its own
+// retry policy ran out.
+type retriedError struct{ err error }
+
+func (e *retriedError) Error() string { return e.err.Error() }
+func (e *retriedError) Unwrap() error { return e.err }
+
+// Retried marks err as final after the store's own retries (the S3
+// client's backoff, for example): a caller retrying it again would multiply
+// the time a dead endpoint takes to be reported, not improve the odds.
+func Retried(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &retriedError{err: err}
+}
+
+// IsRetried reports whether err was marked Retried.
+func IsRetried(err error) bool {
+	var r *retriedError
+	return errors.As(err, &r)
+}
+
 // ReadAll reads a whole object.
 func ReadAll(ctx context.Context, s Store, name string) ([]byte, error) {
 	rc, err := s.Get(ctx, name, 0, 0)

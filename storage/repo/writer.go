@@ -378,8 +378,11 @@ func (w *Writer) Commit(ctx context.Context, sn *Snapshot) (ID, error) {
 	return id, nil
 }
 
-// putRetry stores an object, retrying transient failures a few times. The
-// S3 store retries on its own; this also covers a briefly full or busy disk.
+// putRetry stores an object, retrying transient failures a few times: a
+// briefly busy local disk, say. Errors a store returns after its own retries
+// (blob.Retried, the S3 client's backoff) are not tried again here, so the
+// time a dead endpoint takes to be reported is the store's bound, not three
+// times it.
 func (r *Repository) putRetry(ctx context.Context, name string, data []byte) error {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
@@ -391,7 +394,7 @@ func (r *Repository) putRetry(ctx context.Context, name string, data []byte) err
 			}
 		}
 		err = r.store.Put(ctx, name, bytesPayload(data))
-		if err == nil || blob.IsPermanent(err) || ctx.Err() != nil {
+		if err == nil || blob.IsPermanent(err) || blob.IsRetried(err) || ctx.Err() != nil {
 			return err
 		}
 		r.log.Warn("put failed, retrying", "object", name, "attempt", attempt+1, "err", err)

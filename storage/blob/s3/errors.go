@@ -81,12 +81,13 @@ func (s *Store) wrap(ctx context.Context, op, what string, err error) error {
 	case code == "InvalidBucketName":
 		return blob.Permanent(short(op, err), s.hint("the server rejects this bucket name"))
 	}
+	// Everything else went through the retryer (newRetryer) already.
 	if status == 0 {
 		if msg, ok := s.transportMessage(op, err); ok {
-			return &shortError{msg: msg, err: err}
+			return blob.Retried(&shortError{msg: msg, err: err})
 		}
 	}
-	return fmt.Errorf("s3 %s: %w", op, err)
+	return blob.Retried(fmt.Errorf("s3 %s: %w", op, err))
 }
 
 // transportMessage says in one line that the endpoint could not be reached

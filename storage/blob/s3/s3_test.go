@@ -687,6 +687,9 @@ func TestUnreachableEndpointFailsFast(t *testing.T) {
 			t.Fatalf("error does not say why: %v", err)
 		}
 		checkTransportMessage(t, err, s.loc.Endpoint, 2)
+		if !blob.IsRetried(err) || blob.IsPermanent(err) {
+			t.Fatalf("a timeout after the client's retries must be marked Retried (and not Permanent): %v", err)
+		}
 		if elapsed < time.Second || elapsed > 3*time.Second {
 			t.Fatalf("took %v to give up, want about 2 × 500ms", elapsed)
 		}
