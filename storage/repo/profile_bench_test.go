@@ -29,8 +29,8 @@ func BenchmarkChunkProfiles(b *testing.B) {
 		{"restic-1MiB", ChunkProfile{Min: 512 << 10, Max: 8 << 20, AvgBits: 20}},
 		{"512KiB", ChunkProfile{Min: 256 << 10, Max: 4 << 20, AvgBits: 19}},
 		{"128KiB", ChunkProfile{Min: 32 << 10, Max: 512 << 10, AvgBits: 17}},
-		{"64KiB", ChunkProfile{Min: 16 << 10, Max: 256 << 10, AvgBits: 16}},
-		{"64KiB-min32", ChunkProfile{Min: 32 << 10, Max: 256 << 10, AvgBits: 15}},
+		{"64KiB", ChunkProfile{Min: 16 << 10, Max: 256 << 10, AvgBits: 16}},       // the first image profile
+		{"64KiB-min32", ChunkProfile{Min: 32 << 10, Max: 256 << 10, AvgBits: 15}}, // ProfileImage since 2026-11-27
 		{"32KiB", ChunkProfile{Min: 8 << 10, Max: 128 << 10, AvgBits: 15}},
 	}
 	pol, _ := chunker.RandomPolynomial()
