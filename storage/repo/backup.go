@@ -85,6 +85,11 @@ type archiver struct {
 	nerr     atomic.Int64
 	current  atomic.Value
 	pools    map[uint]*sync.Pool
+	// chunkers holds idle chunkers with their 512 KiB read buffers. Not a
+	// sync.Pool: the CLI's low GC target empties those every few files,
+	// and allocating a chunker per file cost more CPU than chunking a
+	// small log file did.
+	chunkers chan *chunker.Chunker
 	estTotal int64
 	chunks   atomic.Int64
 	poolMu   sync.Mutex
@@ -137,7 +142,7 @@ func (r *Repository) Backup(ctx context.Context, opts BackupOptions) (*BackupRes
 	}
 	defer idx.Close()
 	a := &archiver{
-		r: r, idx: idx, opts: opts, pol: r.cfg.Polynomial, pools: map[uint]*sync.Pool{},
+		r: r, idx: idx, opts: opts, pol: r.cfg.Polynomial, pools: map[uint]*sync.Pool{}, chunkers: newArchiverChunkers(),
 		users: map[uint32]string{}, groups: map[uint32]string{}, excludes: opts.Excludes,
 	}
 	a.current.Store("")
@@ -519,6 +524,51 @@ func (a *archiver) profileFor(name string, size uint64) ChunkProfile {
 	return a.r.cfg.Profiles[p]
 }
 
+// newChunker returns a chunker over rd for prof, reusing an idle one.
+func (a *archiver) newChunker(rd io.Reader, prof ChunkProfile) *chunker.Chunker {
+	var c *chunker.Chunker
+	select {
+	case c = <-a.chunkers:
+		c.ResetWithBoundaries(rd, a.pol, prof.Min, prof.Max)
+	default:
+		c = chunker.NewWithBoundaries(rd, a.pol, prof.Min, prof.Max)
+	}
+	c.SetAverageBits(prof.AvgBits)
+	return c
+}
+
+// doneChunker keeps c for reuse, up to a few.
+func (a *archiver) doneChunker(c *chunker.Chunker) {
+	c.ResetWithBoundaries(nil, a.pol, 0, 0) // drop the reader
+	select {
+	case a.chunkers <- c:
+	default:
+	}
+}
+
+// newArchiverChunkers sizes the idle-chunker list: one per segment that
+// can be in flight, plus one.
+func newArchiverChunkers() chan *chunker.Chunker {
+	return make(chan *chunker.Chunker, 2*runtime.GOMAXPROCS(0)+1)
+}
+
+// bufPool returns the pool of chunk buffers for an input of sizeHint bytes
+// (< 0: unknown). A small file gets a buffer of its size class, not the
+// profile's maximum chunk (4 MiB by default): zeroing 4 MiB for a 20 KiB
+// log file was most of the time of an incremental backup of many logs. A
+// file that grew meanwhile just makes the chunker grow the buffer.
+func (a *archiver) bufPool(prof ChunkProfile, sizeHint int64) *sync.Pool {
+	size := prof.Max
+	if sizeHint >= 0 && sizeHint < int64(prof.Max) {
+		size = 64 << 10
+		for int64(size) < sizeHint {
+			size *= 2
+		}
+		size = min(size, prof.Max)
+	}
+	return a.pool(size)
+}
+
 func (a *archiver) pool(max uint) *sync.Pool {
 	a.poolMu.Lock()
 	defer a.poolMu.Unlock()
@@ -618,7 +668,7 @@ func (a *archiver) saveFile(ctx context.Context, full string, n *Node) error {
 	var cb contentBuilder
 	var size uint64
 	if n.Size < 2*uint64(segmentSize) {
-		refs, read, err := a.chunkSegment(ctx, f, prof)
+		refs, read, err := a.chunkSegment(ctx, f, prof, int64(n.Size))
 		if err != nil {
 			return err
 		}
@@ -635,7 +685,7 @@ func (a *archiver) saveFile(ctx context.Context, full string, n *Node) error {
 		}
 		err := inOrder(ctx, runtime.GOMAXPROCS(0), -1, func(ctx context.Context, i int) (segment, error) {
 			sr := io.NewSectionReader(f, int64(i)*segmentSize, segmentSize)
-			refs, read, err := a.chunkSegment(ctx, sr, prof)
+			refs, read, err := a.chunkSegment(ctx, sr, prof, -1)
 			return segment{refs, read}, err
 		}, func(_ int, s segment) (bool, error) {
 			size += uint64(s.read)
@@ -656,10 +706,10 @@ func (a *archiver) saveFile(ctx context.Context, full string, n *Node) error {
 
 // chunkSegment chunks everything rd yields and stores the chunks. It may
 // run concurrently for different segments of one file.
-func (a *archiver) chunkSegment(ctx context.Context, rd io.Reader, prof ChunkProfile) ([]ContentRef, int64, error) {
-	ch := chunker.NewWithBoundaries(rd, a.pol, prof.Min, prof.Max)
-	ch.SetAverageBits(prof.AvgBits)
-	pool := a.pool(prof.Max)
+func (a *archiver) chunkSegment(ctx context.Context, rd io.Reader, prof ChunkProfile, sizeHint int64) ([]ContentRef, int64, error) {
+	ch := a.newChunker(rd, prof)
+	defer a.doneChunker(ch)
+	pool := a.bufPool(prof, sizeHint)
 	var refs []ContentRef
 	var read int64
 	chunks := 0

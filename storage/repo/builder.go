@@ -56,7 +56,7 @@ func (r *Repository) NewBuilder(ctx context.Context, lockWait time.Duration) (*B
 		lock.Unlock()
 		return nil, fmt.Errorf("new snapshot: %w", err)
 	}
-	a := &archiver{r: r, idx: idx, pol: r.cfg.Polynomial, pools: map[uint]*sync.Pool{}}
+	a := &archiver{r: r, idx: idx, pol: r.cfg.Polynomial, pools: map[uint]*sync.Pool{}, chunkers: newArchiverChunkers()}
 	a.current.Store("")
 	a.w = r.NewWriter(ctx, idx)
 	b := &Builder{r: r, lock: lock, idx: idx, a: a, root: &buildDir{children: map[string]*buildDir{}}}
@@ -136,7 +136,7 @@ func (b *Builder) AddFile(ctx context.Context, p string, rd io.Reader, meta File
 	if err != nil {
 		return nil, err
 	}
-	refs, read, err := b.a.chunkSegment(ctx, rd, prof)
+	refs, read, err := b.a.chunkSegment(ctx, rd, prof, -1)
 	if err != nil {
 		return nil, fmt.Errorf("add %s: %w", p, err)
 	}
@@ -192,7 +192,7 @@ func (b *Builder) AddImage(ctx context.Context, p string, src ImageSource, size 
 		if baseSegs != nil && i < len(baseSegs) && unchanged(off, n) {
 			return segment{refs: baseSegs[i], n: n, reuse: true}, nil
 		}
-		r, read, err := b.a.chunkSegment(ctx, io.NewSectionReader(src, off, n), prof)
+		r, read, err := b.a.chunkSegment(ctx, io.NewSectionReader(src, off, n), prof, -1)
 		if err != nil {
 			return segment{}, err
 		}

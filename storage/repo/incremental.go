@@ -6,7 +6,6 @@ import (
 	"io"
 	"sort"
 
-	"github.com/restic/chunker"
 )
 
 // Extent is a byte range of a disk image.
@@ -130,8 +129,7 @@ func (b *Builder) rechunk(ctx context.Context, src ImageSource, size int64, prof
 	for {
 		segEnd := min((pos/segmentSize+1)*segmentSize, size)
 		rd := &trackedReader{r: io.NewSectionReader(src, pos, segEnd-pos), end: pos}
-		ch := chunker.NewWithBoundaries(rd, a.pol, prof.Min, prof.Max)
-		ch.SetAverageBits(prof.AvgBits)
+		ch := a.newChunker(rd, prof)
 		for {
 			bp := pool.Get().(*[]byte)
 			c, err := ch.Next(*bp)
@@ -166,10 +164,12 @@ func (b *Builder) rechunk(ctx context.Context, src ImageSource, size int64, prof
 				if carry > 0 {
 					refs = append(refs, ContentRef{Zero: uint64(carry)})
 				}
+				a.doneChunker(ch)
 				return refs, nj, nei, pos - start, nil
 			}
 			j, ei = nj, nei
 		}
+		a.doneChunker(ch)
 		if pos != segEnd {
 			return nil, 0, 0, 0, fmt.Errorf("read at %d: short segment (%d of %d bytes)", pos, pos, segEnd)
 		}

@@ -1,12 +1,17 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"math/rand/v2"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/restic/chunker"
 )
 
 func TestInOrder(t *testing.T) {
@@ -62,5 +67,56 @@ func TestInOrder(t *testing.T) {
 	}, func(i, v int) (bool, error) { return true, nil })
 	if !errors.Is(err, boom) || cancelled.Load() == 0 {
 		t.Fatalf("err %v (want boom), cancelled %d", err, cancelled.Load())
+	}
+}
+
+// A reused chunker must cut exactly as a fresh one, whatever it chunked
+// before and with whichever profile.
+func TestReusedChunkerCutsAsFresh(t *testing.T) {
+	pol, err := chunker.RandomPolynomial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &archiver{pol: pol, chunkers: newArchiverChunkers()}
+	rng := rand.New(rand.NewPCG(3, 4))
+	data := make([]byte, 6<<20)
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	cuts := func(c *chunker.Chunker) []uint {
+		var out []uint
+		buf := make([]byte, 8<<20)
+		for {
+			ch, err := c.Next(buf)
+			if err == io.EOF {
+				return out
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, ch.Start+ch.Length)
+		}
+	}
+	for round, prof := range []ChunkProfile{ProfileImage, ProfileDefault, ProfileImage, ProfileDefault} {
+		fresh := chunker.NewWithBoundaries(bytes.NewReader(data[round<<10:]), pol, prof.Min, prof.Max)
+		fresh.SetAverageBits(prof.AvgBits)
+		want := cuts(fresh)
+		c := a.newChunker(bytes.NewReader(data[round<<10:]), prof)
+		// Stop the reused one part-way, as an error or a resync would.
+		if round%2 == 1 {
+			if _, err := c.Next(make([]byte, prof.Max)); err != nil {
+				t.Fatal(err)
+			}
+			a.doneChunker(c)
+			c = a.newChunker(bytes.NewReader(data[round<<10:]), prof)
+		}
+		got := cuts(c)
+		a.doneChunker(c)
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("round %d: reused chunker cut at %v, a fresh one at %v", round, got, want)
+		}
+	}
+	if len(a.chunkers) == 0 {
+		t.Fatal("no chunker was kept for reuse")
 	}
 }
