@@ -71,20 +71,20 @@ type BackupResult struct {
 var ErrNothingToBackup = errors.New("none of the given paths could be read")
 
 type archiver struct {
-	r        *Repository
-	idx      *MasterIndex
-	w        *Writer
-	opts     BackupOptions
-	pol      chunker.Pol
-	errs     []FileError
-	errMu    sync.Mutex
-	sum      SnapshotSummary
-	done     atomic.Int64
-	files    atomic.Int64
-	dirs     atomic.Int64
-	nerr     atomic.Int64
-	current  atomic.Value
-	pools    map[uint]*sync.Pool
+	r       *Repository
+	idx     *MasterIndex
+	w       *Writer
+	opts    BackupOptions
+	pol     chunker.Pol
+	errs    []FileError
+	errMu   sync.Mutex
+	sum     SnapshotSummary
+	done    atomic.Int64
+	files   atomic.Int64
+	dirs    atomic.Int64
+	nerr    atomic.Int64
+	current atomic.Value
+	pools   map[uint]*sync.Pool
 	// chunkers holds idle chunkers with their 512 KiB read buffers. Not a
 	// sync.Pool: the CLI's low GC target empties those every few files,
 	// and allocating a chunker per file cost more CPU than chunking a

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"sort"
-
 )
 
 // Extent is a byte range of a disk image.
