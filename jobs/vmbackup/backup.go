@@ -245,7 +245,7 @@ func (j *Job) backupVM(ctx context.Context, rc runner.RunContext, s *Session, r 
 	dl := disks(devs)
 	m.Disks = make([]DiskBack, len(dl))
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(j.p.ParallelDisks)
+	g.SetLimit(max(1, j.p.ParallelDisks)) // 0 from a hand-built Params would block forever
 	for i, d := range dl {
 		g.Go(func() error {
 			db, err := j.backupDisk(gctx, rc, s, b, tr, vm, snap, d, prevSn, prevM, meta, log)

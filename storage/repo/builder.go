@@ -162,7 +162,8 @@ type ImageSource interface {
 // reports that nothing in [off, off+n) changed since (vSphere changed block
 // tracking), those segments reuse base's pieces without being read; every
 // other segment is read and chunked. The result is a complete image either
-// way: every snapshot restores on its own.
+// way: every snapshot restores on its own. Segments are processed
+// concurrently, so src.ReadAt and unchanged must be safe for concurrent use.
 func (b *Builder) AddImage(ctx context.Context, p string, src ImageSource, size int64, meta FileMeta, base *Node, unchanged func(off, n int64) bool) (*Node, ImageStats, error) {
 	prof, err := b.r.Profile("image")
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -118,5 +119,62 @@ func TestReusedChunkerCutsAsFresh(t *testing.T) {
 	}
 	if len(a.chunkers) == 0 {
 		t.Fatal("no chunker was kept for reuse")
+	}
+}
+
+// A caller whose context ends while its blob waits for a sealer must not
+// leave the blob marked in flight: another caller with the same data was
+// told it is stored. inOrder cancels segments it no longer needs, so this
+// happens in ordinary backups of growing files, not only on errors.
+func TestSaveBlobStoresWhatItPromised(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newTestRepo(t)
+	idx, err := r.LoadIndex(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := r.NewWriter(ctx, idx)
+	rng := rand.New(rand.NewPCG(5, 6))
+	blobs := make([][]byte, 96)
+	for i := range blobs {
+		blobs[i] = make([]byte, 256<<10)
+		for j := range blobs[i] {
+			blobs[i][j] = byte(rng.Uint32())
+		}
+	}
+	var mu sync.Mutex
+	promised := map[ID]bool{}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			if g%2 == 0 { // half the callers are cancelled part-way
+				time.AfterFunc(time.Duration(1+g)*time.Millisecond, cancel)
+			}
+			order := rand.New(rand.NewPCG(uint64(g), 1)).Perm(len(blobs))
+			for _, i := range order {
+				id, _, err := w.SaveBlob(cctx, DataBlob, blobs[i], nil)
+				if err == nil {
+					mu.Lock()
+					promised[id] = true
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(promised) != len(blobs) {
+		t.Fatalf("%d of %d blobs were saved by some caller", len(promised), len(blobs))
+	}
+	for id := range promised {
+		if !idx.Has(BlobHandle{Type: DataBlob, ID: id}) {
+			t.Fatalf("blob %s was reported saved but is not in the index after Flush", id.Short())
+		}
 	}
 }

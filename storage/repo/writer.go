@@ -141,6 +141,9 @@ func (w *Writer) Err() error {
 // (release may be nil); the caller must not reuse it before that.
 func (w *Writer) SaveBlob(ctx context.Context, t BlobType, data []byte, release func()) (ID, bool, error) {
 	id := w.r.key.BlobID(data)
+	if err := ctx.Err(); err != nil {
+		return id, false, err
+	}
 	h := BlobHandle{Type: t, ID: id}
 	w.mu.Lock()
 	if w.closed {
@@ -159,13 +162,17 @@ func (w *Writer) SaveBlob(ctx context.Context, t BlobType, data []byte, release 
 	w.stats.BlobsNew++
 	w.stats.BytesNew += int64(len(data))
 	w.mu.Unlock()
+	// Once h is in flight, other callers with the same data count on it
+	// being stored and return at once, so the job is handed over even if
+	// this caller's context ends meanwhile (a cancelled sibling segment);
+	// only the writer's own end stops it, and then nothing is committed.
 	select {
 	case w.jobs <- sealJob{h: h, data: data, release: release}:
 		return id, true, nil
 	case <-w.failed:
 		return id, false, w.err
-	case <-ctx.Done():
-		return id, false, ctx.Err()
+	case <-w.ctx.Done():
+		return id, false, w.ctx.Err()
 	}
 }
 

@@ -81,13 +81,19 @@ func (s *Store) wrap(ctx context.Context, op, what string, err error) error {
 	case code == "InvalidBucketName":
 		return blob.Permanent(short(op, err), s.hint("the server rejects this bucket name"))
 	}
-	// Everything else went through the retryer (newRetryer) already.
+	// An error the retryer gave up on after its attempts is final; one it
+	// did not retry (a 400 such as BadDigest) may still be worth the
+	// caller's own retry.
+	mark := func(e error) error { return e }
+	if errors.As(err, new(*retry.MaxAttemptsError)) {
+		mark = blob.Retried
+	}
 	if status == 0 {
 		if msg, ok := s.transportMessage(op, err); ok {
-			return blob.Retried(&shortError{msg: msg, err: err})
+			return mark(&shortError{msg: msg, err: err})
 		}
 	}
-	return blob.Retried(fmt.Errorf("s3 %s: %w", op, err))
+	return mark(fmt.Errorf("s3 %s: %w", op, err))
 }
 
 // transportMessage says in one line that the endpoint could not be reached
