@@ -377,6 +377,23 @@ func (j *Job) backupDisk(ctx context.Context, rc runner.RunContext, s *Session, 
 	var src io.ReaderAt = dr
 	if baseImg != nil {
 		src = &mergedReader{disk: dr, base: baseImg, areas: changed}
+	} else if zm, ok := rd.(zeroMapper); ok {
+		// A full read skips what the server reports as zeros: most of a
+		// thin disk that is mostly empty.
+		zeros, err := zm.ZeroRanges(ctx)
+		switch {
+		case err == nil:
+			for _, z := range zeros {
+				db.Skipped += z.Len
+			}
+			src = &zeroSkip{ReaderAt: dr, zeros: zeros}
+			log.Info("skipping ranges the server reports as zeros", "disk", d.Label, "zero_bytes", db.Skipped)
+		case errors.Is(err, nbd.ErrNoBlockStatus):
+		case ctx.Err() != nil:
+			return db, fmt.Errorf("%s: %w", d.Label, err)
+		default:
+			log.Warn("block status failed; reading the whole disk", "disk", d.Label, "err", err)
+		}
 	}
 	var st repo.ImageStats
 	if base != nil {

@@ -50,6 +50,9 @@ type DiskBack struct {
 	BytesReused int64  `json:"bytes_reused"`
 	Fetched     int64  `json:"bytes_fetched"` // bytes over the network
 	Changed     int64  `json:"bytes_changed,omitempty"`
+	// Skipped is what the transport reported as zeros (holes of a thin
+	// disk, through NBD block status) and so was not fetched.
+	Skipped int64 `json:"bytes_zero_skipped,omitempty"`
 }
 
 const manifestVersion = 1

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/url"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -96,4 +97,68 @@ func (r *nbdReader) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func (r *nbdReader) Fetched() int64 { return r.fetched.Load() }
+
+// ZeroRanges asks the server which ranges of the disk read as zeros (the
+// holes of a thin disk; nbdkit's VDDK plugin answers from VMware's
+// allocation map), so a full read can skip them. nbd.ErrNoBlockStatus
+// means the server cannot tell.
+func (r *nbdReader) ZeroRanges(ctx context.Context) ([]nbd.Extent, error) {
+	size := r.c.Size()
+	var zeros []nbd.Extent
+	for off := int64(0); off < size; {
+		ext, err := r.c.BlockStatus(ctx, off, uint32(min(size-off, 1<<30)))
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range ext {
+			if !e.Zero {
+				continue
+			}
+			if k := len(zeros) - 1; k >= 0 && zeros[k].Off+zeros[k].Len == e.Off {
+				zeros[k].Len += e.Len
+			} else {
+				zeros = append(zeros, e)
+			}
+		}
+		last := ext[len(ext)-1]
+		off = last.Off + last.Len
+	}
+	return zeros, nil
+}
+
+// zeroMapper is a DiskReader that can say where the disk reads as zeros.
+type zeroMapper interface {
+	ZeroRanges(ctx context.Context) ([]nbd.Extent, error)
+}
+
+// zeroSkip serves the ranges in zeros (sorted, not overlapping) as zeros
+// and reads only the rest from the disk.
+type zeroSkip struct {
+	io.ReaderAt
+	zeros []nbd.Extent
+}
+
+func (z *zeroSkip) ReadAt(p []byte, off int64) (int, error) {
+	n := 0
+	for n < len(p) {
+		pos := off + int64(n)
+		i := sort.Search(len(z.zeros), func(i int) bool { return z.zeros[i].Off+z.zeros[i].Len > pos })
+		if i < len(z.zeros) && z.zeros[i].Off <= pos {
+			k := int(min(int64(len(p)-n), z.zeros[i].Off+z.zeros[i].Len-pos))
+			clear(p[n : n+k])
+			n += k
+			continue
+		}
+		k := int64(len(p) - n)
+		if i < len(z.zeros) {
+			k = min(k, z.zeros[i].Off-pos)
+		}
+		m, err := z.ReaderAt.ReadAt(p[n:n+int(k)], pos)
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
 func (r *nbdReader) Close() error   { return r.c.Close() }

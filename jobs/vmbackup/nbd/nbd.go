@@ -37,24 +37,28 @@ const (
 	flagFixedNewstyle = 1 << 0 // handshake flags
 	flagNoZeroes      = 1 << 1
 
-	optExportName = 1
-	optGo         = 7
-	optStructured = 8
+	optExportName  = 1
+	optGo          = 7
+	optStructured  = 8
+	optSetMetaCtxt = 10
 
-	repAck     = 1
-	repInfo    = 3
-	repErrBase = 1 << 31
+	repAck         = 1
+	repInfo        = 3
+	repMetaContext = 4
+	repErrBase     = 1 << 31
 
 	infoExport    = 0
 	infoBlockSize = 3
 
-	cmdRead = 0
-	cmdDisc = 2
+	cmdRead        = 0
+	cmdDisc        = 2
+	cmdBlockStatus = 7
 
 	replyFlagDone    = 1 << 0
 	replyNone        = 0
 	replyOffsetData  = 1
 	replyOffsetHole  = 2
+	replyBlockStatus = 5
 	replyError       = 1<<15 + 1
 	replyErrorOffset = 1<<15 + 2
 )
@@ -127,6 +131,10 @@ type Client struct {
 	flags      uint16
 	structured bool
 	maxReq     int
+	// allocCtx is the server's ID for the "base:allocation" metadata
+	// context; hasAlloc says whether it was negotiated.
+	allocCtx uint32
+	hasAlloc bool
 
 	wmu sync.Mutex // one request header on the wire at a time
 	sem chan struct{}
@@ -145,6 +153,10 @@ type call struct {
 	off  uint64
 	err  error
 	done chan struct{}
+	// status is set for NBD_CMD_BLOCK_STATUS: the extents received, from
+	// off on, for a request of statusLen bytes.
+	status    *[]Extent
+	statusLen uint32
 	// got counts bytes covered by structured content chunks; a reply
 	// that ends with fewer is a protocol error, not silent zeros.
 	got int
@@ -263,8 +275,49 @@ func (c *Client) handshake(o Options) error {
 			return err
 		}
 		c.structured = typ == repAck
+		if c.structured {
+			if err := c.setMetaContext(); err != nil {
+				return err
+			}
+		}
 	}
 	return c.optGo(noZeroes)
+}
+
+// allocationContext is the metadata context that reports holes and zeros.
+const allocationContext = "base:allocation"
+
+// setMetaContext asks for "base:allocation" so BlockStatus can report
+// which ranges hold data. A server without it is fine: BlockStatus then
+// says so and the caller reads everything.
+func (c *Client) setMetaContext() error {
+	name := []byte(c.addr.Export)
+	q := []byte(allocationContext)
+	b := make([]byte, 0, 12+len(name)+len(q))
+	b = binary.BigEndian.AppendUint32(b, uint32(len(name)))
+	b = append(b, name...)
+	b = binary.BigEndian.AppendUint32(b, 1)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(q)))
+	b = append(b, q...)
+	if err := c.sendOption(optSetMetaCtxt, b); err != nil {
+		return err
+	}
+	for {
+		typ, rep, err := c.readOptReply(optSetMetaCtxt)
+		if err != nil {
+			return err
+		}
+		switch {
+		case typ == repMetaContext && len(rep) >= 4 && string(rep[4:]) == allocationContext:
+			c.allocCtx, c.hasAlloc = binary.BigEndian.Uint32(rep), true
+		case typ == repMetaContext:
+			// a context we did not ask for: ignore it
+		case typ == repAck || typ&repErrBase != 0:
+			return nil // done, or not supported: no block status then
+		default:
+			return fmt.Errorf("nbd handshake with %s: unexpected reply %d to NBD_OPT_SET_META_CONTEXT", c.addr, typ)
+		}
+	}
 }
 
 // option sends one option and reads its single final reply.
@@ -432,14 +485,60 @@ func (c *Client) ReadAt(ctx context.Context, p []byte, off int64) error {
 	return err
 }
 
-// send registers a call and writes its request once a slot is free.
+// Extent is a range of the export and what the server says it holds.
+type Extent struct {
+	Off, Len int64
+	// Zero is set when the range reads as zeros (a hole, or allocated
+	// zeros): it need not be read.
+	Zero bool
+}
+
+// ErrNoBlockStatus means the server did not agree to report allocation.
+var ErrNoBlockStatus = errors.New("nbd: server does not report block status (base:allocation)")
+
+// BlockStatus asks which parts of [off, off+n) hold data. The answer
+// starts at off and may cover less than n (ask again from its end), never
+// more.
+func (c *Client) BlockStatus(ctx context.Context, off int64, n uint32) ([]Extent, error) {
+	if !c.hasAlloc {
+		return nil, ErrNoBlockStatus
+	}
+	if off < 0 || n == 0 || off+int64(n) > c.size {
+		return nil, fmt.Errorf("nbd block status of %d bytes at offset %d: outside the export (%d bytes)", n, off, c.size)
+	}
+	var ext []Extent
+	cl, err := c.sendCmd(ctx, cmdBlockStatus, nil, off, n, &ext)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-cl.done:
+	case <-ctx.Done():
+		c.fail(fmt.Errorf("nbd: block status cancelled: %w", context.Cause(ctx)))
+		<-cl.done
+	}
+	if cl.err != nil {
+		return nil, cl.err
+	}
+	if len(ext) == 0 {
+		return nil, fmt.Errorf("nbd block status at offset %d from %s: empty answer", off, c.addr)
+	}
+	return ext, nil
+}
+
+// send registers a read and writes its request once a slot is free.
 func (c *Client) send(ctx context.Context, buf []byte, off int64) (*call, error) {
+	return c.sendCmd(ctx, cmdRead, buf, off, uint32(len(buf)), nil)
+}
+
+// sendCmd registers a call and writes its request once a slot is free.
+func (c *Client) sendCmd(ctx context.Context, cmd uint16, buf []byte, off int64, n uint32, status *[]Extent) (*call, error) {
 	select {
 	case c.sem <- struct{}{}:
 	case <-ctx.Done():
 		return nil, fmt.Errorf("nbd read at offset %d: %w", off, context.Cause(ctx))
 	}
-	cl := &call{buf: buf, off: uint64(off), done: make(chan struct{})}
+	cl := &call{buf: buf, off: uint64(off), done: make(chan struct{}), status: status, statusLen: n}
 	c.mu.Lock()
 	if c.broken != nil {
 		err := c.broken
@@ -455,10 +554,10 @@ func (c *Client) send(ctx context.Context, buf []byte, off int64) (*call, error)
 	var req [28]byte
 	binary.BigEndian.PutUint32(req[0:], magicRequest)
 	binary.BigEndian.PutUint16(req[4:], 0) // command flags
-	binary.BigEndian.PutUint16(req[6:], cmdRead)
+	binary.BigEndian.PutUint16(req[6:], cmd)
 	binary.BigEndian.PutUint64(req[8:], h)
 	binary.BigEndian.PutUint64(req[16:], uint64(off))
-	binary.BigEndian.PutUint32(req[24:], uint32(len(buf)))
+	binary.BigEndian.PutUint32(req[24:], n)
 	c.wmu.Lock()
 	_, err := c.conn.Write(req[:])
 	c.wmu.Unlock()
@@ -477,7 +576,7 @@ func (c *Client) complete(h uint64, err error) {
 	if cl == nil {
 		return
 	}
-	if err == nil && c.structured && cl.got != len(cl.buf) {
+	if err == nil && c.structured && cl.status == nil && cl.got != len(cl.buf) {
 		err = fmt.Errorf("nbd read of %d bytes at offset %d: server sent only %d bytes", len(cl.buf), cl.off, cl.got)
 	}
 	cl.err = err
@@ -549,6 +648,9 @@ func (c *Client) readReplies(br *bufio.Reader) error {
 				c.complete(handle, &ReadError{Off: int64(cl.off), Len: int64(len(cl.buf)), Errno: Errno(errno)})
 				continue
 			}
+			if cl.status != nil {
+				return fmt.Errorf("nbd connection to %s: simple reply to a block status request", c.addr)
+			}
 			if _, err := io.ReadFull(br, cl.buf); err != nil {
 				return fmt.Errorf("nbd connection to %s: read data: %w", c.addr, err)
 			}
@@ -588,6 +690,28 @@ func (c *Client) chunk(br *bufio.Reader, h []byte) error {
 	case typ == replyNone:
 		if n != 0 {
 			return bad("NBD_REPLY_TYPE_NONE with a payload")
+		}
+	case typ == replyBlockStatus:
+		if cl.status == nil || n < 12 || (n-4)%8 != 0 || n > maxOptReply*16 {
+			return bad("block status chunk of a bad length, or for a read")
+		}
+		b := make([]byte, n)
+		if _, err := io.ReadFull(br, b); err != nil {
+			return err
+		}
+		if binary.BigEndian.Uint32(b) != c.allocCtx {
+			break // another context's answer: not asked for, ignore
+		}
+		end := cl.off + uint64(cl.statusLen)
+		pos := cl.off
+		for d := b[4:]; len(d) >= 8 && pos < end; d = d[8:] {
+			ln, fl := uint64(binary.BigEndian.Uint32(d)), binary.BigEndian.Uint32(d[4:])
+			if ln == 0 {
+				return bad("empty block status extent")
+			}
+			ln = min(ln, end-pos) // the last extent may run past the request
+			*cl.status = append(*cl.status, Extent{Off: int64(pos), Len: int64(ln), Zero: fl&2 != 0})
+			pos += ln
 		}
 	case typ == replyOffsetData:
 		if n < 9 {

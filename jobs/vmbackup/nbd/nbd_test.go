@@ -190,3 +190,77 @@ func TestInFlightBoundAndCancel(t *testing.T) {
 		t.Fatal("read on a connection closed by cancellation succeeded")
 	}
 }
+
+// Block status against nbdkit's file plugin on a sparse file: the holes
+// come back as zero extents, the written ranges as data, the answers are
+// contiguous from the offset asked, and a client without structured
+// replies says it cannot ask.
+func TestBlockStatusAgainstNbdkit(t *testing.T) {
+	ctx := context.Background()
+	const size = 64 << 20
+	p := filepath.Join(t.TempDir(), "sparse-flat.vmdk")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("catalogue "), 1<<17)[:1<<20]
+	written := []int64{8 << 20, 40<<20 + 4096}
+	for _, off := range written {
+		if _, err := f.WriteAt(data, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	srv := nbdkittest.Start(t, "-r", "file", "file="+p)
+	c, err := nbd.Dial(ctx, srv.Addr, nbd.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var all []nbd.Extent
+	for off := int64(0); off < size; {
+		ext, err := c.BlockStatus(ctx, off, uint32(min(size-off, 24<<20)))
+		if err != nil {
+			t.Fatalf("block status at %d: %v", off, err)
+		}
+		for _, e := range ext {
+			if e.Off != off || e.Len <= 0 || e.Off+e.Len > size {
+				t.Fatalf("extent %+v does not continue at %d inside the export", e, off)
+			}
+			off += e.Len
+			all = append(all, e)
+		}
+	}
+	var zero int64
+	for _, e := range all {
+		if !e.Zero {
+			continue
+		}
+		zero += e.Len
+		for _, w := range written {
+			if e.Off < w+int64(len(data)) && w < e.Off+e.Len {
+				t.Fatalf("zero extent %+v overlaps data written at %d", e, w)
+			}
+		}
+	}
+	if want := int64(size - 2*len(data) - 2*(1<<20)); zero < want {
+		t.Fatalf("only %d of %d bytes reported as zeros (want at least %d): %+v", zero, size, want, all)
+	}
+	// The reads still agree with the map.
+	got := make([]byte, len(data))
+	if err := c.ReadAt(ctx, got, written[1]); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read after block status: %v", err)
+	}
+
+	plain, err := nbd.Dial(ctx, srv.Addr, nbd.Options{NoStructured: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	if _, err := plain.BlockStatus(ctx, 0, 4096); !errors.Is(err, nbd.ErrNoBlockStatus) {
+		t.Fatalf("block status without structured replies: %v, want ErrNoBlockStatus", err)
+	}
+}
