@@ -161,4 +161,4 @@ func (z *zeroSkip) ReadAt(p []byte, off int64) (int, error) {
 	}
 	return n, nil
 }
-func (r *nbdReader) Close() error   { return r.c.Close() }
+func (r *nbdReader) Close() error { return r.c.Close() }
