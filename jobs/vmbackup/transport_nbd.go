@@ -97,6 +97,7 @@ func (r *nbdReader) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func (r *nbdReader) Fetched() int64 { return r.fetched.Load() }
+func (r *nbdReader) Close() error   { return r.c.Close() }
 
 // ZeroRanges asks the server which ranges of the disk read as zeros (the
 // holes of a thin disk; nbdkit's VDDK plugin answers from VMware's
@@ -161,4 +162,3 @@ func (z *zeroSkip) ReadAt(p []byte, off int64) (int, error) {
 	}
 	return n, nil
 }
-func (r *nbdReader) Close() error { return r.c.Close() }
