@@ -382,12 +382,13 @@ func (j *Job) backupDisk(ctx context.Context, rc runner.RunContext, s *Session, 
 		// thin disk that is mostly empty.
 		zeros, err := zm.ZeroRanges(ctx)
 		switch {
-		case err == nil:
+		case err == nil && len(zeros) > 0:
 			for _, z := range zeros {
 				db.Skipped += z.Len
 			}
 			src = &zeroSkip{ReaderAt: dr, zeros: zeros}
 			log.Info("skipping ranges the server reports as zeros", "disk", d.Label, "zero_bytes", db.Skipped)
+		case err == nil:
 		case errors.Is(err, nbd.ErrNoBlockStatus):
 		case ctx.Err() != nil:
 			return db, fmt.Errorf("%s: %w", d.Label, err)
