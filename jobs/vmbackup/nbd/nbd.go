@@ -692,7 +692,7 @@ func (c *Client) chunk(br *bufio.Reader, h []byte) error {
 			return bad("NBD_REPLY_TYPE_NONE with a payload")
 		}
 	case typ == replyBlockStatus:
-		if cl.status == nil || n < 12 || (n-4)%8 != 0 || n > maxOptReply*16 {
+		if cl.status == nil || n < 12 || (n-4)%8 != 0 || n > 4<<20 {
 			return bad("block status chunk of a bad length, or for a read")
 		}
 		b := make([]byte, n)
